@@ -1,0 +1,40 @@
+"""``python -m feed COMMAND``: operator and developer commands.
+
+    status   the cluster view, read straight from Redis (REDIS_URL)
+    sim      run the simulated exchange
+    node     run one headless node (election + feed, no web server)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "status": ("feed.cluster_status", "print who leads, the epoch and recent leadership events"),
+    "sim": ("feed.simulator", "run the simulated exchange (python -m feed sim --port 8090)"),
+    "node": ("feed.standalone", "run one headless node: election and feed, no web server"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m feed COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The snapshot envelope: what the leader stores, publishes and clients receive.
+
+``(epoch, seq)`` orders envelopes totally: ``epoch`` is the leader's fencing
+token, ``seq`` counts snapshots within that term from 1. ``fetched_at`` is
+when the leader began the fetch (the schedule is anchored on it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["Envelope", "EnvelopeError", "iso_utc", "parse_iso"]
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not a valid envelope (corrupt cache, foreign publisher)."""
+
+
+def iso_utc(ts: float) -> str:
+    """Unix seconds -> ``2026-11-26T13:00:00.123Z``."""
+    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> float:
+    """Inverse of :func:`iso_utc` (accepts any ISO 8601 time with a zone)."""
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        raise ValueError("time without a zone")
+    return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    epoch: int
+    seq: int
+    leader: str
+    fetched_at: float  # unix seconds
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.epoch, self.seq)
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.fetched_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "snapshot",
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "leader": self.leader,
+            "fetched_at": iso_utc(self.fetched_at),
+            "data": self.data,
+        }
+
+    def to_json(self) -> str:
+        """The form stored in Redis and published (no ``served_by``/``stale``)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    def client_json(self, served_by: str, stale: bool) -> str:
+        """The form sent to WebSocket clients (DESIGN.md section 5)."""
+        out = self.to_dict()
+        out["served_by"] = served_by
+        out["stale"] = stale
+        # Field order as documented; data last because it is the bulk.
+        order = ("type", "epoch", "seq", "leader", "served_by", "fetched_at", "stale", "data")
+        return json.dumps({k: out[k] for k in order}, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Envelope:
+        """Parse and check an envelope; raises :class:`EnvelopeError`."""
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EnvelopeError(f"not JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.get("type") != "snapshot":
+            raise EnvelopeError("not a snapshot envelope")
+        epoch, seq = obj.get("epoch"), obj.get("seq")
+        if not (_is_int(epoch) and _is_int(seq) and epoch >= 0 and seq >= 0):
+            raise EnvelopeError("epoch and seq must be non-negative integers")
+        leader = obj.get("leader")
+        if not isinstance(leader, str):
+            raise EnvelopeError("leader must be a string")
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            raise EnvelopeError("data must be an object")
+        try:
+            fetched_at = parse_iso(obj["fetched_at"])
+        except (KeyError, TypeError, ValueError):
+            raise EnvelopeError("fetched_at must be an ISO 8601 time with a zone") from None
+        if not math.isfinite(fetched_at):
+            raise EnvelopeError("fetched_at out of range")
+        return cls(epoch=epoch, seq=seq, leader=leader, fetched_at=fetched_at, data=data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

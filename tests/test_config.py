@@ -1,0 +1,98 @@
+"""Settings: the original names and defaults, and clear refusals of bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from feed.config import ConfigError, Keys, Settings, redact_url
+
+
+def test_defaults_match_the_original_service() -> None:
+    s = Settings.from_env({})
+    assert s.fetch_interval == 5.0
+    assert s.port == 8080
+    assert s.lock_ttl == 10.0
+    assert s.cache_ttl == 10.0
+    assert s.keys.leader == "websocket:leader"
+    assert s.keys.data == "latest_market_data"
+
+
+def test_environment_names_are_the_original_ones() -> None:
+    s = Settings.from_env({
+        "REDIS_URL": "redis://example:6380/2",
+        "FETCH_INTERVAL_SECONDS": "7.5",
+        "PORT": "9000",
+        "RAILWAY_REPLICA_ID": "abc",
+    })
+    assert (s.redis_url, s.fetch_interval, s.port, s.replica_id) == (
+        "redis://example:6380/2", 7.5, 9000, "abc")
+
+
+def test_one_prefix_renames_every_key() -> None:
+    keys = Settings.from_env({"KEY_PREFIX": "staging"}).keys
+    names = [keys.leader, keys.epoch, keys.data, keys.updates, keys.leader_events, keys.events]
+    assert all(n.startswith("staging:") for n in names)
+    assert len(set(names)) == len(names)
+    default = Keys()
+    assert not set(names) & {default.leader, default.epoch, default.data, default.updates,
+                             default.leader_events, default.events}
+
+
+@pytest.mark.parametrize(
+    ("env", "setting", "words"),
+    [
+        ({"LOCK_TTL_SECONDS": "10", "RENEW_INTERVAL_SECONDS": "5"}, "LOCK_TTL_SECONDS", "2 x RENEW_INTERVAL"),
+        ({"LOCK_TTL_SECONDS": "4", "RENEW_INTERVAL_SECONDS": "3"}, "LOCK_TTL_SECONDS", "2 x RENEW_INTERVAL"),
+        ({"FETCH_INTERVAL_SECONDS": "-1"}, "FETCH_INTERVAL_SECONDS", "positive"),
+        ({"FETCH_INTERVAL_SECONDS": "0"}, "FETCH_INTERVAL_SECONDS", "positive"),
+        ({"FETCH_INTERVAL_SECONDS": "nan"}, "FETCH_INTERVAL_SECONDS", "positive"),
+        ({"FETCH_INTERVAL_SECONDS": "soon"}, "FETCH_INTERVAL_SECONDS", "cannot parse"),
+        ({"RENEW_INTERVAL_SECONDS": "-3"}, "RENEW_INTERVAL_SECONDS", "positive"),
+        ({"LEASE_MARGIN_SECONDS": "8"}, "LEASE_MARGIN_SECONDS", "give up before"),
+        ({"PORT": "70000"}, "PORT", "1-65535"),
+        ({"PORT": "http"}, "PORT", "cannot parse"),
+        ({"REDIS_URL": "http://localhost:6379"}, "REDIS_URL", "scheme"),
+        ({"REDIS_URL": "redis://localhost:notaport"}, "REDIS_URL", "cannot parse"),
+        ({"REDIS_URL": "redis://"}, "REDIS_URL", "host"),
+        ({"REDIS_URL": "redis+sentinel://h1:26379"}, "REDIS_URL", "master"),
+        ({"ELECTION": "maybe"}, "ELECTION", "cannot parse"),
+        ({"PROVIDERS": "coingecko,yahoo"}, "PROVIDERS", "yahoo"),
+        ({"SYMBOLS": "BTC,not a symbol"}, "SYMBOLS", "ticker"),
+        ({"UPSTREAM": "elsewhere"}, "UPSTREAM", "sim, live"),
+        ({"KEY_PREFIX": "two words"}, "KEY_PREFIX", "spaces"),
+        ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS", "origin"),
+        ({"COINGECKO_BASE_URL": "ftp://x"}, "COINGECKO_BASE_URL", "http"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_setting_and_rule(env: dict, setting: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.setting == setting
+    assert setting in str(info.value)
+    assert words in str(info.value)
+
+
+def test_errors_never_show_a_redis_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"REDIS_URL": "http://user:hunter2@localhost:6379"})
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://default:hunter2@host:6379", "redis://default:***@host:6379"),
+        ("rediss://u:p%40ss@host", "rediss://u:***@host"),
+        ("redis://host:6379", "redis://host:6379"),
+        ("redis+sentinel://:pw@h1:26379,h2:26379/mymaster", "redis+sentinel://:***@h1:26379,h2:26379/mymaster"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_valid_custom_timing_is_accepted() -> None:
+    s = Settings.from_env(
+        {"LOCK_TTL_SECONDS": "3", "RENEW_INTERVAL_SECONDS": "1", "LEASE_MARGIN_SECONDS": "0.5"})
+    assert (s.lock_ttl, s.renew_interval, s.lease_margin) == (3.0, 1.0, 0.5)

@@ -1,0 +1,254 @@
+"""The election and the fenced write, in one process, against a real redis-server."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+import redis
+
+from feed.config import Keys, Settings
+from feed.election import Election, ElectionError
+from feed.envelope import Envelope
+from feed.fake_source import fake_fetcher
+from feed.node import FeedNode
+from feed.redis_client import connect
+from feed.store import SnapshotStore
+
+KEYS = Keys()
+
+
+def make(client: redis.Redis, node: str, **kw: object) -> Election:
+    params = {"ttl": 2.0, "renew_interval": 0.5, "margin": 0.3}
+    params.update(kw)
+    return Election(client, node, KEYS, **params)
+
+
+def env(epoch: int, seq: int, leader: str) -> Envelope:
+    return Envelope(epoch=epoch, seq=seq, leader=leader, fetched_at=time.time(), data={"prices": {}})
+
+
+def test_acquire_sets_the_original_lock_and_advances_the_epoch(rclient: redis.Redis) -> None:
+    a = make(rclient, "node-a", ttl=10.0, renew_interval=3.0, margin=2.0)
+    result = a.try_acquire()
+    assert result.acquired and a.is_leader
+    # The original operators' checks, verbatim.
+    assert rclient.get("websocket:leader") == b"node-a"
+    assert 9 <= rclient.ttl("websocket:leader") <= 10
+    assert int(rclient.get("websocket:epoch")) == result.epoch
+    events = rclient.xrange("websocket:events")
+    assert events[-1][1][b"event"] == b"acquired"
+    assert events[-1][1][b"node"] == b"node-a"
+
+
+def test_second_candidate_sees_the_holder_and_its_ttl(rclient: redis.Redis) -> None:
+    a, b = make(rclient, "a"), make(rclient, "b")
+    assert a.try_acquire().acquired
+    seen = b.try_acquire()
+    assert not seen.acquired
+    assert seen.holder == "a"
+    assert 0 < seen.pttl_ms <= 2000
+    assert not b.is_leader
+
+
+def test_acquire_is_idempotent_for_the_holder(rclient: redis.Redis) -> None:
+    a = make(rclient, "a")
+    first = a.try_acquire()
+    again = a.try_acquire()
+    assert again.acquired and again.epoch == first.epoch
+
+
+def test_renew_and_release_by_a_non_owner_change_nothing(rclient: redis.Redis) -> None:
+    a, b = make(rclient, "a"), make(rclient, "b")
+    epoch = a.try_acquire().epoch
+    # b pretends to lead under a's epoch: both scripts must refuse it.
+    b._role, b._epoch, b._deadline = "leader", epoch, time.monotonic() + 5
+    assert b.renew() is False
+    assert not b.is_leader
+    b._role, b._epoch, b._deadline = "leader", epoch, time.monotonic() + 5
+    assert b.release() is False
+    assert rclient.get("websocket:leader") == b"a"
+    assert int(rclient.get("websocket:epoch")) == epoch
+    assert a.renew() is True
+
+
+def test_expired_lock_is_taken_over(rclient: redis.Redis) -> None:
+    a, b = make(rclient, "a", ttl=0.3, renew_interval=0.1, margin=0.05), make(rclient, "b")
+    first = a.try_acquire().epoch
+    time.sleep(0.4)
+    assert not a.is_leader  # its lease ended on its own clock, too
+    took = b.try_acquire()
+    assert took.acquired and took.epoch > first
+    assert rclient.get("websocket:leader") == b"b"
+    lost = []
+    a.on_lost = lambda epoch, reason: lost.append(reason)
+    a._role, a._epoch, a._deadline = "leader", first, time.monotonic() + 5
+    assert a.renew() is False
+    assert lost == ["renew_refused"]
+
+
+def test_every_acquisition_gets_a_strictly_greater_epoch(rclient: redis.Redis) -> None:
+    nodes = [make(rclient, f"n{i}") for i in range(5)]
+    epochs = []
+    for n in nodes * 3:
+        epochs.append(n.try_acquire().epoch)
+        assert n.release()
+    assert all(later > earlier for earlier, later in itertools.pairwise(epochs))
+
+
+def test_epoch_survives_a_redis_restart_that_lost_it(redis_proc, rclient: redis.Redis) -> None:
+    a = make(rclient, "a")
+    # Push the stored epoch far ahead of the clock: only the candidate's own
+    # memory of it can keep the next epoch above it after the restart.
+    rclient.set("websocket:epoch", 10**15)
+    high = a.try_acquire().epoch
+    assert high > 10**15
+    redis_proc.restart()
+    fresh = redis.Redis.from_url(redis_proc.url)
+    assert fresh.get("websocket:epoch") is None
+    b = make(fresh, "b")
+    b.observe_epoch(high)  # b received a's snapshots before the restart
+    assert b.try_acquire().epoch > high
+    # With no memory at all, the Redis clock still keeps a normal epoch rising.
+    c_epoch_before = make(fresh, "c").epoch_floor
+    assert c_epoch_before == 0
+
+
+def test_epoch_after_cold_restart_exceeds_earlier_clock_based_epochs(redis_proc, rclient) -> None:
+    a = make(rclient, "a")
+    before = a.try_acquire().epoch
+    redis_proc.restart()
+    fresh = redis.Redis.from_url(redis_proc.url)
+    nobody_remembers = make(fresh, "z")
+    assert nobody_remembers.try_acquire().epoch > before
+
+
+def test_fenced_write_refuses_a_deposed_leader(rclient: redis.Redis) -> None:
+    store = SnapshotStore(rclient, KEYS, cache_ttl=10)
+    a, b = make(rclient, "a", ttl=0.3, renew_interval=0.1, margin=0.05), make(rclient, "b")
+    ea = a.try_acquire().epoch
+    assert store.write("a", env(ea, 1, "a")).ok
+    time.sleep(0.4)
+    eb = b.try_acquire().epoch
+    assert store.write("b", env(eb, 1, "b")).ok
+    refused = store.write("a", env(ea, 2, "a"))
+    assert not refused.ok and refused.reason == "not_leader"
+    assert store.read().leader == "b"
+
+
+def test_fenced_write_refuses_an_old_epoch_even_from_the_holder(rclient: redis.Redis) -> None:
+    store = SnapshotStore(rclient, KEYS)
+    a = make(rclient, "a")
+    e1 = a.try_acquire().epoch
+    a.release()
+    e2 = a.try_acquire().epoch
+    result = store.write("a", env(e1, 9, "a"))
+    assert not result.ok and result.reason == "stale_epoch"
+    assert store.write("a", env(e2, 1, "a")).ok
+
+
+def test_fenced_write_stores_with_ttl_and_publishes(rclient: redis.Redis) -> None:
+    store = SnapshotStore(rclient, KEYS, cache_ttl=10)
+    sub = rclient.pubsub()
+    sub.subscribe(KEYS.updates)
+    sub.get_message(timeout=1)
+    a = make(rclient, "a")
+    e = a.try_acquire().epoch
+    result = store.write("a", env(e, 1, "a"))
+    assert result.ok and result.receivers == 1
+    stored = json.loads(rclient.get("latest_market_data"))
+    assert stored["type"] == "snapshot" and stored["epoch"] == e and stored["seq"] == 1
+    assert 9 <= rclient.ttl("latest_market_data") <= 10
+    msg = sub.get_message(timeout=2)
+    assert msg and json.loads(msg["data"])["seq"] == 1
+
+
+def test_release_wakes_followers_through_pubsub(rclient: redis.Redis) -> None:
+    sub = rclient.pubsub()
+    sub.subscribe(KEYS.leader_events)
+    sub.get_message(timeout=1)
+    a = make(rclient, "a")
+    epoch = a.try_acquire().epoch
+    assert sub.get_message(timeout=2)["data"] == f"acquired a {epoch}".encode()
+    assert a.release()
+    assert sub.get_message(timeout=2)["data"] == f"released a {epoch}".encode()
+    assert rclient.get("websocket:leader") is None
+
+
+def test_leader_without_redis_stops_leading_within_its_lease(redis_proc) -> None:
+    client = connect(redis_proc.url, timeout=0.3)
+    lost: list[str] = []
+    a = Election(client, "a", KEYS, ttl=1.5, renew_interval=0.4, margin=0.3,
+                 on_lost=lambda epoch, reason: lost.append(reason))
+    import threading
+
+    t = threading.Thread(target=a.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while not a.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert a.is_leader
+    redis_proc.kill()
+    killed = time.monotonic()
+    while a.is_leader and time.monotonic() - killed < 5:
+        time.sleep(0.01)
+    assert not a.is_leader
+    # The lease cannot outlive ttl - margin after the last good renewal.
+    assert time.monotonic() - killed <= 1.5
+    deadline = time.monotonic() + 3
+    while not lost and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lost == ["lease_expired"]
+    assert a.role == "disconnected"
+    a.stop(release=False)
+    t.join(3)
+    assert not t.is_alive()
+
+
+def test_bad_arguments_fail_at_construction(rclient: redis.Redis) -> None:
+    with pytest.raises(ElectionError):
+        Election(rclient, "a", ttl=10, renew_interval=5)
+    with pytest.raises(ElectionError):
+        Election(rclient, "has space")
+    with pytest.raises(ElectionError):
+        Election(rclient, "a", ttl=10, renew_interval=3, margin=8)
+
+
+def test_node_delivers_each_snapshot_once_in_order(redis_url: str) -> None:
+    s = Settings.from_env({}, redis_url=redis_url, lock_ttl=1.0, renew_interval=0.3,
+                          lease_margin=0.2, fetch_interval=0.1)
+    seen: list[list[tuple[int, int]]] = [[], [], []]
+    nodes = [FeedNode(s, connect(redis_url), fake_fetcher(), listener=lambda e, i=i: seen[i].append(e.key))
+             for i in range(3)]
+    for n in nodes:
+        n.start()
+    try:
+        time.sleep(1.5)
+        leader = next(n for n in nodes if n.is_leader)
+        leader.stop()
+        time.sleep(1.0)
+    finally:
+        for n in nodes:
+            n.stop()
+    for keys in seen:
+        assert keys == sorted(set(keys)), "duplicates or out of order"
+    survivors = [seen[i] for i, n in enumerate(nodes) if n is not leader]
+    # Both epochs reached the survivors, and they saw the same sequence.
+    assert len({k[0] for k in survivors[0]}) >= 2
+    common = set(survivors[0]) & set(survivors[1])
+    assert len(common) >= 10
+
+
+def test_follower_sleeps_until_the_lock_expires(rclient: redis.Redis) -> None:
+    a, b = make(rclient, "a", ttl=2.0), make(rclient, "b", ttl=2.0)
+    a.try_acquire()
+    delay = b.step()
+    pttl = rclient.pttl("websocket:leader") / 1000
+    assert pttl - 0.1 <= delay <= pttl + 0.1, (delay, pttl)
+    # ...and a release wakes it at once instead.
+    woke = []
+    b.wake = lambda: woke.append(True)  # what the node calls on a release event
+    assert a.release()
+    assert b.step() == b.renew_interval and b.is_leader

@@ -1,0 +1,71 @@
+"""Call counts of the simulated exchange: by path, by calling node, by provider.
+
+Only market calls are counted; the control endpoints under ``/_sim`` are not,
+so a test can read the counts without changing them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from ..envelope import iso_utc
+
+__all__ = ["CallStats"]
+
+
+class CallStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.started_at = time.time()
+            self.total = 0
+            self.by_path: Counter[str] = Counter()
+            self.by_node: Counter[str] = Counter()
+            self.by_provider: Counter[str] = Counter()
+            self.by_node_and_path: defaultdict[str, Counter[str]] = defaultdict(Counter)
+            self.by_status: Counter[str] = Counter()
+            self.faults: Counter[str] = Counter()
+            self.user_agents: Counter[str] = Counter()
+            self.connections = 0
+
+    def count_call(self, provider: str, path: str, node: str, user_agent: str) -> None:
+        with self._lock:
+            self.total += 1
+            self.by_path[path] += 1
+            self.by_node[node] += 1
+            self.by_provider[provider] += 1
+            self.by_node_and_path[node][path] += 1
+            self.user_agents[user_agent[:100]] += 1
+
+    def count_status(self, status: int) -> None:
+        with self._lock:
+            self.by_status[str(status)] += 1
+
+    def count_fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+
+    def count_connection(self) -> None:
+        with self._lock:
+            self.connections += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "total": self.total,
+                "by_path": dict(self.by_path),
+                "by_node": dict(self.by_node),
+                "by_node_and_path": {n: dict(c) for n, c in self.by_node_and_path.items()},
+                "by_provider": dict(self.by_provider),
+                "by_status": dict(self.by_status),
+                "faults_applied": dict(self.faults),
+                "user_agents": dict(self.user_agents),
+                "connections": self.connections,
+                "started_at": iso_utc(self.started_at),
+            }

@@ -1,0 +1,406 @@
+"""Every fault of the simulated exchange, through the real fetcher over real HTTP;
+and with a real redis-server: health-based step-down, and nothing written when
+every provider fails."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from feed.config import Keys, Settings
+from feed.embedded_redis import free_port
+from feed.envelope import Envelope
+from feed.errors import FetchFailed
+from feed.node import FeedNode
+from feed.providers import Fetcher, build_fetcher
+from feed.redis_client import connect
+from feed.simulator import SimulatedExchange
+
+PROVIDERS = ("coingecko", "binance", "feargreed")
+
+
+def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``check`` until truthy; the timeout only catches hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Recorder:
+    """An ``on_call`` sink, as the app's metrics will be."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float]] = []
+
+    def __call__(self, provider: str, outcome: str, seconds: float) -> None:
+        self.calls.append((provider, outcome, seconds))
+
+    def count(self, provider: str, outcome: str) -> int:
+        return sum(1 for p, o, _ in self.calls if p == provider and o == outcome)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatedExchange]:
+    with SimulatedExchange(seed=21) as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., tuple[Fetcher, Recorder]]]:
+    """Build fetchers against a simulator; closes them at the end."""
+    made: list[Fetcher] = []
+
+    def factory(sim: SimulatedExchange, node: str = "node-a", **overrides: object
+                ) -> tuple[Fetcher, Recorder]:
+        options: dict[str, object] = {"sim_url": sim.url, "http_retries": 0,
+                                      "http_read_timeout": 2.0, "max_response_bytes": 64 * 1024}
+        options.update(overrides)
+        recorder = Recorder()
+        fetcher = build_fetcher(Settings(**options).validate(), node, on_call=recorder)
+        made.append(fetcher)
+        return fetcher, recorder
+
+    yield factory
+    for fetcher in made:
+        fetcher.close()
+
+
+def sim_calls(sim: SimulatedExchange, provider: str, node: str | None = None) -> int:
+    stats = sim.stats()
+    if node is None:
+        return stats["by_provider"].get(provider, 0)
+    paths = stats["by_node_and_path"].get(node, {})
+    return sum(n for path, n in paths.items() if path.startswith(f"/{provider}/"))
+
+
+# --- malformed bodies ---------------------------------------------------------
+
+MALFORMED = ("not_json", "truncated", "wrong_shape", "nan", "negative", "zero", "huge")
+
+
+@pytest.mark.parametrize("mode", MALFORMED)
+def test_malformed_binance_rejected_prices_fall_back(sim: SimulatedExchange, make, mode: str) -> None:
+    sim.inject(provider="binance", malformed=mode)
+    fetcher, rec = make(sim)
+    data = fetcher()
+    assert fetcher.stats[("binance", "invalid")] == 1 and rec.count("binance", "invalid") == 1
+    assert data["sources"]["binance"]["ok"] is False
+    assert data["sources"]["binance"]["error"] == "invalid"
+    # CoinGecko's prices stand in for every symbol; nothing is missing.
+    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+    assert len(data["prices"]) == 5 and data["missing"] == []
+    assert all(q["usd"] > 0 for q in data["prices"].values())
+
+
+@pytest.mark.parametrize("mode", MALFORMED)
+def test_malformed_coingecko_rejected(sim: SimulatedExchange, make, mode: str) -> None:
+    sim.inject(provider="coingecko", malformed=mode)
+    fetcher, _ = make(sim)
+    data = fetcher()
+    assert fetcher.stats[("coingecko", "invalid")] == 2  # simple/price and /global
+    assert data["market"] is None and data["missing"] == ["market"]
+    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+    assert data["sources"]["coingecko"]["failed"] == ["prices", "market"]
+
+
+@pytest.mark.parametrize("mode", MALFORMED)
+def test_malformed_feargreed(sim: SimulatedExchange, make, mode: str) -> None:
+    sim.inject(provider="feargreed", malformed=mode)
+    fetcher, _ = make(sim)
+    data = fetcher()
+    if mode == "zero":
+        # 0 is a legal reading of the index ("Extreme Fear"), not a broken answer.
+        assert fetcher.stats[("feargreed", "ok")] == 1 and data["sentiment"]["value"] == 0
+        return
+    assert fetcher.stats[("feargreed", "invalid")] == 1
+    assert data["sentiment"] is None and data["missing"] == ["sentiment"]
+    assert data["market"] is not None and len(data["prices"]) == 5
+
+
+# --- oversized bodies ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_body_rejected(sim: SimulatedExchange, make, chunked: bool) -> None:
+    # chunked: no Content-Length at all, so only the streamed read can catch it.
+    sim.inject(provider="feargreed", oversized_bytes=5_000_000, chunked=chunked)
+    fetcher, rec = make(sim, max_response_bytes=64 * 1024)
+    data = fetcher()
+    assert fetcher.stats[("feargreed", "too_large")] == 1 and rec.count("feargreed", "too_large") == 1
+    assert "sentiment" in data["missing"]
+    assert data["sources"]["feargreed"]["error"] == "too_large"
+    # Below the cap the same padded answer is fine: the cap, not the shape, refused it.
+    sim.inject(provider="feargreed", oversized_bytes=10_000, chunked=chunked)
+    assert fetcher()["sentiment"] is not None
+
+
+# --- HTTP errors, retries ---------------------------------------------------------
+
+
+def test_error_rate_retried_then_counted(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="binance", error_rate=1.0)
+    fetcher, rec = make(sim, http_retries=2)
+    data = fetcher()
+    # One call, two retries: three attempts, each seen by on_call and by the simulator.
+    assert fetcher.stats[("binance", "http_error")] == 3 == rec.count("binance", "http_error")
+    assert sim_calls(sim, "binance") == 3
+    assert data["sources"]["binance"]["error"] == "http_error"
+    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+
+
+def test_one_500_then_retry_succeeds(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="binance", status=500, times=1)
+    fetcher, _ = make(sim, http_retries=2)
+    data = fetcher()
+    assert fetcher.stats[("binance", "http_error")] == 1 and fetcher.stats[("binance", "ok")] == 1
+    assert data["sources"]["binance"] == {"ok": True}
+    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+
+
+def test_4xx_is_not_retried(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="feargreed", status=404)
+    fetcher, _ = make(sim, http_retries=3)
+    data = fetcher()
+    assert fetcher.stats[("feargreed", "http_error")] == 1 and sim_calls(sim, "feargreed") == 1
+    assert data["missing"] == ["sentiment"]
+
+
+def test_latency_within_timeout_is_fine(sim: SimulatedExchange, make) -> None:
+    sim.inject(latency_ms=100)
+    fetcher, _ = make(sim)
+    data = fetcher()
+    assert data["missing"] == [] and sum(fetcher.stats[(p, "ok")] for p in PROVIDERS) == 4
+
+
+def test_latency_beyond_read_timeout_is_a_timeout(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="coingecko", latency_ms=1500)
+    fetcher, rec = make(sim, http_read_timeout=0.3)
+    data = fetcher()
+    assert fetcher.stats[("coingecko", "timeout")] == 2 == rec.count("coingecko", "timeout")
+    assert data["missing"] == ["market"]
+    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+
+
+def test_stall_is_a_timeout_and_others_still_arrive(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="binance", stall_s=30)
+    fetcher, _ = make(sim, http_read_timeout=0.3)
+    started = time.monotonic()
+    data = fetcher()
+    assert time.monotonic() - started < 10  # bounded; only a hang would fail this
+    assert fetcher.stats[("binance", "timeout")] == 1
+    assert data["sources"]["binance"]["error"] == "timeout"
+    assert len(data["prices"]) == 5 and data["market"] and data["sentiment"]
+
+
+def test_whole_fetch_bounded_by_budget(sim: SimulatedExchange, make) -> None:
+    # Read timeout (5 s) longer than the budget (0.8 x 1 s, at least 1 s):
+    # every wait is clamped to what is left of the fetch.
+    sim.inject(stall_s=30)
+    fetcher, _ = make(sim, fetch_interval=1.0, http_read_timeout=5.0, http_retries=3)
+    assert fetcher.budget == 1.0
+    started = time.monotonic()
+    with pytest.raises(FetchFailed) as info:
+        fetcher()
+    assert time.monotonic() - started < 4.5  # generous: a hang would take 5 s x 4 tries
+    assert info.value.failures == {p: "timeout" for p in PROVIDERS}
+
+
+def test_connection_refused(sim: SimulatedExchange, make) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    fetcher, rec = make(sim, binance_url=dead, http_retries=1)
+    data = fetcher()
+    assert fetcher.stats[("binance", "connection_error")] == 2  # first try and one retry
+    assert rec.count("binance", "connection_error") == 2
+    assert data["sources"]["binance"]["error"] == "connection_error"
+    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+
+
+# --- Retry-After ----------------------------------------------------------------
+
+
+def test_retry_after_honoured_across_fetches(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="binance", status=429, retry_after=1)
+    fetcher, rec = make(sim, http_retries=2)
+    first = fetcher()
+    assert fetcher.stats[("binance", "rate_limited")] == 1  # a 429 is not retried at once
+    assert sim_calls(sim, "binance") == 1
+    assert first["sources"]["binance"]["error"] == "rate_limited"
+    sim.clear_faults()  # the exchange would answer now, but we promised to wait
+    skipped = 0
+    while fetcher.client.blocked_for("binance") > 0.05:
+        data = fetcher()
+        skipped += 1
+        assert sim_calls(sim, "binance") == 1, "called before Retry-After expired"
+        assert data["sources"]["binance"]["error"] == "rate_limited"
+        assert data["sources"]["binance"]["retry_after_s"] > 0
+        assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+        time.sleep(0.1)
+    assert skipped >= 1
+    assert fetcher.stats[("binance", "skipped")] == skipped
+    assert all(s == 0.0 for p, o, s in rec.calls if o == "skipped")
+    wait_until(lambda: fetcher.client.blocked_for("binance") == 0, 5, "the Retry-After to pass")
+    data = fetcher()
+    assert data["sources"]["binance"] == {"ok": True} and sim_calls(sim, "binance") == 2
+
+
+def test_429_without_retry_after_still_backs_off(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="feargreed", status=429, times=1)
+    fetcher, _ = make(sim)
+    fetcher()
+    assert fetcher.client.blocked_for("feargreed") > 20  # the default back-off, not zero
+    fetcher()
+    assert sim_calls(sim, "feargreed") == 1 and fetcher.stats[("feargreed", "skipped")] == 1
+
+
+# --- partial and total failure -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("down", "missing"), [
+    (("binance",), []),
+    (("coingecko",), ["market"]),
+    (("feargreed",), ["sentiment"]),
+    (("binance", "coingecko"), ["prices", "market"]),
+    (("coingecko", "feargreed"), ["market", "sentiment"]),
+])
+def test_partial_snapshots(sim: SimulatedExchange, make, down: tuple[str, ...], missing: list[str]) -> None:
+    for provider in down:
+        sim.inject(provider=provider, status=503)
+    fetcher, _ = make(sim)
+    data = fetcher()
+    assert data["missing"] == missing
+    for provider in PROVIDERS:
+        assert data["sources"][provider]["ok"] is (provider not in down)
+    if "feargreed" not in down:
+        assert data["sentiment"]["source"] == "feargreed"
+
+
+def test_every_provider_down_raises_fetch_failed(sim: SimulatedExchange, make) -> None:
+    sim.inject(status=500)
+    fetcher, _ = make(sim)
+    with pytest.raises(FetchFailed) as info:
+        fetcher()
+    assert info.value.failures == {p: "http_error" for p in PROVIDERS}
+
+
+# --- the simulator's counts match the fetchers', per node ------------------------------
+
+
+def test_sim_counts_match_fetcher_counts_per_node(sim: SimulatedExchange, make) -> None:
+    sim.inject(provider="binance", error_rate=0.5)  # seeded: some attempts fail, some retry
+    sim.inject(provider="feargreed", status=429, retry_after=30, times=1)
+    a, rec_a = make(sim, node="node-a", http_retries=1)
+    b, rec_b = make(sim, node="node-b", http_retries=1)
+    for _ in range(4):
+        for fetcher in (a, b):
+            fetcher()
+    for fetcher, rec in ((a, rec_a), (b, rec_b)):
+        for provider in PROVIDERS:
+            sent = sum(n for (p, o), n in fetcher.stats.items() if p == provider and o != "skipped")
+            assert sent == sim_calls(sim, provider, fetcher.node_id), (fetcher.node_id, provider)
+        assert Counter((p, o) for p, o, _ in rec.calls) == fetcher.stats
+    assert set(sim.stats()["by_node"]) == {"node-a", "node-b"}
+    # The one 429 went to exactly one node, which then held off; the other did not.
+    limited = [f for f in (a, b) if f.stats[("feargreed", "rate_limited")]]
+    assert len(limited) == 1 and limited[0].stats[("feargreed", "skipped")] == 3
+
+
+# --- with a real Redis: step-down and "nothing written" ----------------------------------
+
+
+def node_settings(redis_url: str, sim: SimulatedExchange, **overrides: object) -> Settings:
+    options: dict[str, object] = {
+        "redis_url": redis_url, "sim_url": sim.url, "lock_ttl": 1.0, "renew_interval": 0.3,
+        "lease_margin": 0.2, "fetch_interval": 0.2, "cache_ttl": 30.0, "http_retries": 0,
+    }
+    options.update(overrides)
+    return Settings(**options).validate()
+
+
+def read_snapshot(client: redis.Redis) -> Envelope | None:
+    raw = client.get(Keys().data)
+    return None if raw is None else Envelope.from_json(raw)
+
+
+def test_step_down_after_failures_moves_leadership(redis_url: str, rclient: redis.Redis) -> None:
+    with SimulatedExchange() as bad, SimulatedExchange() as good:
+        bad.inject(status=500)  # every provider fails for node A only
+        sa = node_settings(redis_url, bad, step_down_after=3)
+        sb = node_settings(redis_url, good, step_down_after=3)
+        fa, fb = build_fetcher(sa, "node-a"), build_fetcher(sb, "node-b")
+        lost: list[dict] = []
+
+        def events_a(name: str, **fields: object) -> None:
+            if name == "lost":
+                lost.append(fields)
+
+        ca, cb = connect(redis_url), connect(redis_url)
+        a = FeedNode(sa, ca, fetch=fa, node_id="node-a", on_event=events_a)
+        b = FeedNode(sb, cb, fetch=fb, node_id="node-b")
+        try:
+            a.start()
+            wait_until(lambda: a.is_leader, 5, "node A to lead")
+            b.start()
+            wait_until(lambda: rclient.get(Keys().leader) == b"node-b", 10, "node B to take over")
+            wait_until(lambda: (s := read_snapshot(rclient)) is not None and s.leader == "node-b",
+                       5, "node B's first snapshot")
+            assert not a.is_leader
+            assert any(e.get("reason") == "stepped_down" for e in lost)
+            stream = rclient.xrange(Keys().events)
+            assert any(f.get(b"event") == b"stepped_down" and f.get(b"node") == b"node-a"
+                       for _, f in stream)
+            # A failed at least N fetches in a row before giving up (2 CoinGecko calls each).
+            assert fa.stats[("coingecko", "http_error")] >= 2 * 3
+            assert set(bad.stats()["by_node"]) == {"node-a"}
+            assert set(good.stats()["by_node"]) == {"node-b"}
+            snapshot = read_snapshot(rclient)
+            assert snapshot is not None and snapshot.data["missing"] == []
+        finally:
+            a.stop()
+            b.stop()
+            fa.close()
+            fb.close()
+            ca.close()
+            cb.close()
+
+
+def test_nothing_written_when_every_provider_fails(redis_url: str, rclient: redis.Redis) -> None:
+    with SimulatedExchange() as sim:
+        s = node_settings(redis_url, sim, step_down_after=0)
+        fetcher = build_fetcher(s, "node-w")
+        client = connect(redis_url)
+        node = FeedNode(s, client, fetch=fetcher, node_id="node-w")
+        try:
+            node.start()
+            wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq >= 2, 10,
+                       "two snapshots")
+            sim.inject(status=500)
+            # The loop fetches one at a time: after one failure every later fetch
+            # began after the fault, so the stored snapshot is final until it clears.
+            wait_until(lambda: node.failures >= 1, 5, "a failed fetch")
+            before = read_snapshot(rclient)
+            calls_before = sim.stats()["total"]
+            wait_until(lambda: node.failures >= 5, 10, "more failed fetches")
+            after = read_snapshot(rclient)
+            assert before is not None and after is not None
+            assert after.key == before.key and after.fetched_at == before.fetched_at
+            assert after.data == before.data
+            assert sim.stats()["total"] > calls_before  # it kept trying upstream
+            assert node.is_leader and node.role == "leader"  # and kept running
+            assert rclient.get(Keys().leader) == b"node-w"
+            sim.clear_faults()
+            wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq > before.seq,
+                       10, "a new snapshot once the upstream recovers")
+            assert node.failures == 0
+        finally:
+            node.stop()
+            fetcher.close()
+            client.close()

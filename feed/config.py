@@ -123,9 +123,11 @@ class Settings:
     # --- WebSocket clients ---------------------------------------------
     allowed_origins: tuple[str, ...] = ()  # ALLOWED_ORIGINS, comma separated
     ws_token: str | None = None  # WS_TOKEN: clients must present it
+    allow_no_origin: bool = True  # WS_ALLOW_NO_ORIGIN: clients that send no Origin (bots)
     ping_interval: float = 25.0  # WS_PING_INTERVAL_SECONDS
     max_message_bytes: int = 4096  # WS_MAX_MESSAGE_BYTES
     send_timeout: float = 10.0  # WS_SEND_TIMEOUT_SECONDS: stuck-client limit
+    send_buffer: int = 65536  # WS_SEND_BUFFER_BYTES: kernel send buffer per client, 0 = auto
     commands_per_second: float = 20.0  # WS_COMMANDS_PER_SECOND (burst x 2)
 
     # -------------------------------------------------------------------
@@ -198,6 +200,8 @@ class Settings:
             raise ConfigError("HTTP_RETRIES", "must be between 0 and 10")
         if self.max_response_bytes < 1024:
             raise ConfigError("MAX_RESPONSE_BYTES", "must be at least 1024")
+        if self.send_buffer != 0 and not 2048 <= self.send_buffer <= 64 * 1024 * 1024:
+            raise ConfigError("WS_SEND_BUFFER_BYTES", "must be 0 (kernel default) or 2048 - 67108864")
         if not 16 <= self.max_message_bytes <= 1_048_576:
             raise ConfigError("WS_MAX_MESSAGE_BYTES", "must be between 16 and 1048576")
         if not self.key_prefix or any(c.isspace() for c in self.key_prefix):
@@ -343,9 +347,11 @@ _ENV: dict[str, _Var] = {
     "max_response_bytes": _Var("MAX_RESPONSE_BYTES", "int"),
     "allowed_origins": _Var("ALLOWED_ORIGINS", "origins"),
     "ws_token": _Var("WS_TOKEN", "str"),
+    "allow_no_origin": _Var("WS_ALLOW_NO_ORIGIN", "bool"),
     "ping_interval": _Var("WS_PING_INTERVAL_SECONDS", "float"),
     "max_message_bytes": _Var("WS_MAX_MESSAGE_BYTES", "int"),
     "send_timeout": _Var("WS_SEND_TIMEOUT_SECONDS", "float"),
+    "send_buffer": _Var("WS_SEND_BUFFER_BYTES", "int"),
     "commands_per_second": _Var("WS_COMMANDS_PER_SECOND", "float"),
 }
 _VAR = {name: spec.var for name, spec in _ENV.items()}

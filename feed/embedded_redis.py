@@ -100,8 +100,8 @@ class RedisProcess:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        import redis
-
+        # A raw PING rather than redis-py: the Gunicorn master calls this, and
+        # must not import redis (and ssl) before gevent patches its workers.
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -109,14 +109,26 @@ class RedisProcess:
                 tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {tail}")
             try:
-                client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-                client.ping()
-                client.close()
-                return
-            except redis.RedisError as exc:
+                if self.ping():
+                    return
+            except OSError as exc:
                 last = exc
-                time.sleep(0.02)
+            time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer within {timeout}s: {last}")
+
+    def ping(self, timeout: float = 1.0) -> bool:
+        """True if the server answers PING (raises OSError if unreachable)."""
+        if self.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: object = self.socket_path
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = ("127.0.0.1", self.port)
+        with sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
 
     @property
     def running(self) -> bool:

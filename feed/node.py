@@ -111,17 +111,24 @@ class FeedNode:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop at once: a leader releases its lock before anything else."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        if self.election is not None:
-            self.election.stop(release=True)
-        self._tick.set()
+        """Stop at once: a leader releases its lock before anything else.
+
+        Then wait up to ``timeout`` for the loops to end (0: do not wait; call
+        :meth:`join` later).
+        """
+        if not self._stopped.is_set():
+            self._stopped.set()
+            if self.election is not None:
+                self.election.stop(release=True)
+            self._tick.set()
+            log_event(log, "node_stopped", node=self.node_id, role=Role.STOPPED)
+        if timeout:
+            self.join(timeout)
+
+    def join(self, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        log_event(log, "node_stopped", node=self.node_id, role=Role.STOPPED)
 
     # --- state ----------------------------------------------------------
     @property

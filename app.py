@@ -1,0 +1,110 @@
+"""The Flask app: the dashboard, the WebSocket and the operator endpoints.
+
+    GET /         live dashboard
+    GET /ws       the WebSocket (snapshots out, small JSON commands in)
+    GET /health   liveness + this node's summary (JSON; never waits on Redis)
+    GET /status   the cluster view from Redis + this worker's view
+    GET /metrics  Prometheus text, aggregated across the Gunicorn workers
+
+Run it with ``gunicorn -c gunicorn.conf.py`` (the config names the factory).
+The service object is created here but started by Gunicorn's
+``post_worker_init`` hook, once gevent has patched the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, request, send_from_directory
+from flask_sock import Sock
+from werkzeug.exceptions import HTTPException
+
+from feed.access import check_access
+from feed.config import ConfigError, Settings
+from feed.service import FeedService
+from feed.wsconn import NoThread
+
+DASHBOARD = Path(__file__).resolve().parent / "feed" / "dashboard"
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, *, service: FeedService | None = None) -> Flask:
+    """Build the app. ``test_config`` may carry ``SETTINGS`` (a Settings)."""
+    app = Flask(__name__, static_folder=None)
+    if test_config:
+        app.config.update(test_config)
+    settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
+    app.config["SETTINGS"] = settings
+    if service is None:
+        service = FeedService(settings)
+    app.extensions["marketfeed"] = service
+    # simple-websocket does the upgrade only: no reader thread (the hub reads
+    # in the request greenlet) and no pings of its own (the hub sends them).
+    app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": NoThread, "ping_interval": None,
+                                         "max_message_size": None}
+    sock = Sock(app)
+    register_routes(app, sock, service, settings)
+    return app
+
+
+def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Settings) -> None:
+    @app.before_request
+    def guard_websocket() -> Any:
+        if request.path != "/ws":
+            return None
+        if request.environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            return jsonify(error="websocket_required",
+                           message="GET /ws is a WebSocket endpoint; connect with a WebSocket client"), 426
+        verdict = check_access(request.environ, settings)
+        if not verdict.ok:
+            service.metrics.rejected.labels(verdict.reason).inc()
+            return jsonify(error=verdict.reason, message=verdict.message), verdict.status
+        if service.stopping:
+            return jsonify(error="stopping", message="this instance is shutting down; reconnect"), 503
+        # Compression is negotiated off: each snapshot frame is encoded once
+        # and written to every client as is (see feed/wsconn.py for why).
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return None
+
+    @sock.route("/ws")
+    def websocket(ws: Any) -> None:
+        remote = request.headers.get("X-Forwarded-For", request.remote_addr or "?").split(",")[0].strip()
+        service.hub.serve(ws, remote)
+
+    @app.get("/health")
+    def health() -> Any:
+        body = service.health()
+        return jsonify(body), (503 if service.stopping else 200)
+
+    @app.get("/status")
+    def status() -> Any:
+        try:
+            events = max(1, min(200, int(request.args.get("events", "20"))))
+        except ValueError:
+            return jsonify(error="bad_request", message="events must be an integer"), 400
+        body, ok = service.cluster_status(events)
+        return jsonify(body), (200 if ok else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        from feed.metrics import CONTENT_TYPE_LATEST
+
+        return Response(service.metrics.render(), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.get("/")
+    def dashboard() -> Any:
+        return send_from_directory(DASHBOARD, "index.html", max_age=0)
+
+    @app.get("/dashboard/<path:name>")
+    def dashboard_asset(name: str) -> Any:
+        return send_from_directory(DASHBOARD, name, max_age=60)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), exc.code
+
+    @app.errorhandler(ConfigError)
+    def config_error(exc: ConfigError) -> Any:
+        return jsonify(error="config", message=str(exc)), 500

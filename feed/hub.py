@@ -1,0 +1,256 @@
+"""The hub: this worker's WebSocket clients and the fan-out to them.
+
+Each new snapshot is encoded once per worker, as one complete frame, and
+offered to every client's latest-only slot (see :mod:`feed.wsconn`). A
+housekeeping greenlet pings clients, closes those that stopped reading, and
+tells clients when the data they hold turns stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from .envelope import Envelope, iso_utc
+from .frames import PING, text_frame
+from .logs import log_event
+from .metrics import Metrics
+from .protocol import CommandError, error_message, parse_command
+from .wsconn import ClientConnection, CloseCode
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("feed.hub")
+
+# A client that sends this many invalid messages is closed (1008): it is not
+# a client of this protocol, and answering it costs the others.
+MAX_ERRORS = 20
+
+
+class Hub:
+    def __init__(
+        self,
+        served_by: str,
+        *,
+        metrics: Metrics | None = None,
+        stale_after: float = 15.0,
+        ping_interval: float = 25.0,
+        send_timeout: float = 10.0,
+        max_message_bytes: int = 4096,
+        commands_per_second: float = 20.0,
+        send_buffer: int = 0,
+        status: Callable[[], dict] | None = None,
+    ) -> None:
+        self.served_by = served_by
+        self.metrics = metrics
+        self.stale_after = stale_after
+        self.ping_interval = ping_interval
+        self.send_timeout = send_timeout
+        self.max_message_bytes = max_message_bytes
+        self.commands_per_second = commands_per_second
+        self.send_buffer = send_buffer
+        self.status = status
+        self.clients: set[ClientConnection] = set()
+        self.blocked: set[ClientConnection] = set()
+        self.latest: Envelope | None = None
+        self.latest_frame: bytes | None = None
+        self.latest_stale = False
+        self.accepting = True
+        self._next_id = 0
+        self._housekeeper: Any = None
+        self._last_ping = time.monotonic()
+        # Plain counters (no lock, no metric call per client); flushed to
+        # Prometheus once per broadcast and once per housekeeping round.
+        self.snapshots_sent = 0
+        self.replies_sent = 0
+        self.slow_dropped = 0
+        self.broadcasts = 0
+
+    # --- lifecycle --------------------------------------------------------
+    def start(self) -> Hub:
+        if self._housekeeper is None:
+            self._housekeeper = gevent.spawn(self._housekeeping)
+        return self
+
+    def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.kill(block=False)
+            self._housekeeper = None
+
+    # --- fan-out ----------------------------------------------------------
+    def publish(self, env: Envelope) -> None:
+        """The node's listener: send ``env`` to every client (latest-only)."""
+        started = time.perf_counter()
+        stale = env.age(time.time()) > self.stale_after
+        frame = text_frame(env.client_json(self.served_by, stale))
+        self.latest, self.latest_frame, self.latest_stale = env, frame, stale
+        written = superseded = 0
+        for client in list(self.clients):
+            if client.snapshot is not None:
+                superseded += 1  # a slow client's unsent snapshot is replaced by this one
+            client.offer_snapshot(frame)
+            written += 1
+        self.broadcasts += 1
+        self.snapshots_sent += written
+        if self.metrics is not None:
+            m = self.metrics
+            m.sent.labels("snapshot").inc(written)
+            if superseded:
+                m.superseded.inc(superseded)
+            m.fetched_at.set(env.fetched_at)
+            m.broadcast_seconds.observe(time.perf_counter() - started)
+
+    def _stale_notice(self, env: Envelope, age: float) -> bytes:
+        return text_frame(json.dumps({
+            "type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": self.served_by,
+            "fetched_at": iso_utc(env.fetched_at), "age_s": round(age, 1),
+        }, separators=(",", ":")))
+
+    # --- clients ----------------------------------------------------------
+    def serve(self, ws: Any, remote: str) -> int | None:
+        """Run one client (in its request greenlet) until it disconnects."""
+        self._next_id += 1
+        conn = ClientConnection(
+            ws, conn_id=self._next_id, remote=remote, max_message_bytes=self.max_message_bytes,
+            commands_per_second=self.commands_per_second, handler=self,
+        )
+        if self.send_buffer:
+            # A fixed kernel buffer bounds the memory a client that stops
+            # reading can hold, and makes such a client visible sooner.
+            try:
+                conn.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+            except OSError:
+                pass
+        if not self.accepting:
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            conn.serve()
+            return conn.close_code
+        self.clients.add(conn)
+        if self.metrics is not None:
+            self.metrics.clients.labels(self.served_by).set(len(self.clients))
+            self.metrics.connections.inc()
+        if self.latest_frame is not None:
+            # A new client gets the current snapshot at once.
+            conn.offer_snapshot(self._frame_for_new_client())
+            self.snapshots_sent += 1
+        conn.serve()
+        return conn.close_code
+
+    def _frame_for_new_client(self) -> bytes:
+        env = self.latest
+        assert env is not None and self.latest_frame is not None
+        stale = env.age(time.time()) > self.stale_after
+        if stale != self.latest_stale:
+            return text_frame(env.client_json(self.served_by, stale))
+        return self.latest_frame
+
+    def on_text(self, conn: ClientConnection, text: str) -> None:
+        try:
+            cmd = parse_command(text)
+        except CommandError as exc:
+            conn.errors += 1
+            if self.metrics is not None:
+                self.metrics.bad_messages.labels(exc.code).inc()
+            if conn.errors > MAX_ERRORS:
+                conn.close(CloseCode.POLICY, "too many invalid messages")
+                return
+            conn.send_control(text_frame(error_message(exc)))
+            self.replies_sent += 1
+            return
+        if cmd.op == "snapshot":
+            if self.latest_frame is not None:
+                conn.offer_snapshot(self._frame_for_new_client())
+                self.snapshots_sent += 1
+                return
+            reply: dict[str, Any] = {"type": "error", "error": "no_snapshot",
+                                     "message": "no snapshot yet; one is sent as soon as it exists"}
+        elif cmd.op == "ping":
+            reply = {"type": "pong", "ts": iso_utc(time.time()), "served_by": self.served_by}
+        else:  # status
+            reply = {"type": "status", **self.local_status()}
+        if cmd.request_id is not None:
+            reply["id"] = cmd.request_id
+        conn.send_control(text_frame(json.dumps(reply, separators=(",", ":"), default=str)))
+        self.replies_sent += 1
+
+    def on_blocked(self, conn: ClientConnection, blocked: bool) -> None:
+        if blocked:
+            self.blocked.add(conn)
+        else:
+            self.blocked.discard(conn)
+
+    def on_closed(self, conn: ClientConnection) -> None:
+        self.clients.discard(conn)
+        self.blocked.discard(conn)
+        if self.metrics is not None:
+            self.metrics.clients.labels(self.served_by).set(len(self.clients))
+            self.metrics.closed.labels(str(conn.close_code or 1006)).inc()
+        if conn.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY, 1006):
+            log_event(log, "client_closed", node=self.served_by, client=conn.id, remote=conn.remote,
+                      code=conn.close_code, reason=conn.close_reason)
+
+    def local_status(self) -> dict[str, Any]:
+        base = self.status() if self.status is not None else {"node": self.served_by}
+        base["clients_on_this_worker"] = len(self.clients)
+        return base
+
+    # --- shutdown ---------------------------------------------------------
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Close every client (1001 by default) and refuse new ones."""
+        self.accepting = False
+        count = 0
+        for conn in list(self.clients):
+            conn.close(code, reason)
+            count += 1
+        return count
+
+    def wait_closed(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.clients and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        return not self.clients
+
+    # --- housekeeping -----------------------------------------------------
+    def _housekeeping(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:
+                log.exception("hub housekeeping failed", extra={"fields": {
+                    "event": "hub_error", "node": self.served_by}})
+
+    def sweep(self, now: float) -> None:
+        """One housekeeping round: stuck clients, pings, staleness."""
+        for conn in list(self.blocked):
+            stalled = conn.stalled_for(now)
+            if stalled > self.send_timeout:
+                self.slow_dropped += 1
+                if self.metrics is not None:
+                    self.metrics.slow_dropped.inc()
+                log_event(log, "slow_client_dropped", logging.WARNING, node=self.served_by,
+                          client=conn.id, remote=conn.remote, stalled_s=round(stalled, 1),
+                          superseded=conn.superseded)
+                conn.abort(CloseCode.POLICY, f"client too slow: no progress for {stalled:.0f} s")
+        if self.ping_interval and now - self._last_ping >= self.ping_interval:
+            self._last_ping = now
+            for conn in list(self.clients):
+                if not conn.closing and not conn.ping(PING):
+                    conn.abort(CloseCode.POLICY, "no pong to the last ping")
+        env = self.latest
+        if env is not None and not self.latest_stale:
+            age = env.age(time.time())
+            if age > self.stale_after:
+                self.latest_stale = True
+                self.latest_frame = text_frame(env.client_json(self.served_by, True))
+                notice = self._stale_notice(env, age)
+                for conn in list(self.clients):
+                    conn.send_control(notice)
+                log_event(log, "snapshot_stale", logging.WARNING, node=self.served_by,
+                          epoch=env.epoch, seq=env.seq, age_s=round(age, 1))

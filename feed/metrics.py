@@ -1,0 +1,130 @@
+"""Prometheus metrics, aggregated across Gunicorn workers.
+
+Under Gunicorn the master sets ``PROMETHEUS_MULTIPROC_DIR`` before it forks,
+so every worker's prometheus-client writes its values to files there and
+``/metrics`` (answered by any worker) merges all of them. Without that
+variable (a single process) the values live in this object's own registry.
+
+Per-client work never touches a metric: the hub counts in plain integers and
+adds them here once per broadcast.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "multiprocess_dir"]
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def multiprocess_dir() -> str | None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return path if path and os.path.isdir(path) else None
+
+
+class Metrics:
+    """Every metric of one process; ``node`` labels the per-node gauges."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.leader = Gauge("marketfeed_leader", "1 while this node leads", ["node"],
+                            registry=r, multiprocess_mode="livesum")
+        self.redis_up = Gauge("marketfeed_redis_up", "1 while this node reaches Redis", ["node"],
+                              registry=r, multiprocess_mode="livesum")
+        self.leadership_changes = Counter(
+            "marketfeed_leadership_changes_total",
+            "Leadership gained or ended, by node and kind (acquired, released, lost reason)",
+            ["node", "change"], registry=r)
+        self.upstream_calls = Counter("marketfeed_upstream_calls_total",
+                                      "HTTP calls to the market APIs by provider and outcome",
+                                      ["provider", "outcome"], registry=r)
+        self.upstream_seconds = Histogram("marketfeed_upstream_call_seconds",
+                                          "Duration of one upstream HTTP call", ["provider"],
+                                          buckets=_SLOW, registry=r)
+        self.fetches = Counter("marketfeed_fetches_total", "Leader fetches by outcome",
+                               ["outcome"], registry=r)
+        self.fetch_seconds = Histogram("marketfeed_fetch_seconds",
+                                       "Duration of one whole fetch (all providers)",
+                                       buckets=_SLOW, registry=r)
+        self.writes = Counter("marketfeed_snapshot_writes_total",
+                              "Fenced snapshot writes by outcome (ok, refused, error)",
+                              ["outcome"], registry=r)
+        self.snapshots = Counter("marketfeed_snapshots_received_total",
+                                 "New snapshots this process delivered to its clients", registry=r)
+        self.epoch = Gauge("marketfeed_snapshot_epoch", "Epoch of the newest snapshot",
+                           registry=r, multiprocess_mode="livemax")
+        self.fetched_at = Gauge("marketfeed_snapshot_fetched_timestamp_seconds",
+                                "fetched_at of the newest snapshot (unix seconds)",
+                                registry=r, multiprocess_mode="livemax")
+        self.clients = Gauge("marketfeed_ws_clients", "Connected WebSocket clients", ["node"],
+                             registry=r, multiprocess_mode="livesum")
+        self.connections = Counter("marketfeed_ws_connections_total",
+                                   "WebSocket connections accepted", registry=r)
+        self.rejected = Counter("marketfeed_ws_rejected_total",
+                                "WebSocket upgrades refused, by reason", ["reason"], registry=r)
+        self.closed = Counter("marketfeed_ws_closed_total", "WebSocket connections ended, by close code",
+                              ["code"], registry=r)
+        self.sent = Counter("marketfeed_ws_messages_sent_total",
+                            "Messages written to WebSocket clients, by kind", ["kind"], registry=r)
+        self.superseded = Counter("marketfeed_ws_snapshots_superseded_total",
+                                  "Snapshots a slow client skipped because a newer one replaced them",
+                                  registry=r)
+        self.slow_dropped = Counter("marketfeed_ws_slow_clients_dropped_total",
+                                    "Clients closed for making no progress reading", registry=r)
+        self.bad_messages = Counter("marketfeed_ws_bad_messages_total",
+                                    "Client messages refused, by error", ["error"], registry=r)
+        self.broadcast_seconds = Histogram("marketfeed_ws_broadcast_seconds",
+                                           "Time to hand one snapshot to every client of a worker",
+                                           buckets=_FAST, registry=r)
+        self.leader.labels(node).set(0)
+        self.clients.labels(node).set(0)
+
+    # --- node events (FeedNode's on_event) ---------------------------------
+    def on_node_event(self, name: str, **f: Any) -> None:
+        if name == "fetch":
+            self.fetches.labels(f["outcome"]).inc()
+            self.fetch_seconds.observe(f["seconds"])
+        elif name == "write":
+            self.writes.labels(f["outcome"]).inc()
+        elif name == "elected":
+            self.leader.labels(self.node).set(1)
+            self.leadership_changes.labels(self.node, "acquired").inc()
+        elif name == "lost":
+            self.leader.labels(self.node).set(0)
+            self.leadership_changes.labels(self.node, f.get("reason", "lost")).inc()
+        elif name == "snapshot":
+            self.snapshots.inc()
+            self.epoch.set(f["epoch"])
+        elif name == "redis":
+            self.redis_up.labels(self.node).set(1 if f["ok"] else 0)
+
+    def on_upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
+        self.upstream_calls.labels(provider, outcome).inc()
+        if outcome != "skipped":
+            self.upstream_seconds.labels(provider).observe(seconds)
+
+    # --- exposition ----------------------------------------------------------
+    def render(self) -> bytes:
+        """Prometheus text: every worker's values when running under Gunicorn."""
+        path = multiprocess_dir()
+        if path:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=path)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,107 @@
+"""Gunicorn settings for marketfeed: gevent workers, one election node each.
+
+Start with:  gunicorn -c gunicorn.conf.py
+Imports stay light at module level: the master must not import redis,
+requests or ssl before gevent patches the workers it forks. Heavy modules
+are imported inside the hooks.
+"""
+
+import os
+
+# --- the app -------------------------------------------------------------
+# The factory is called in each worker after fork (never --preload: each
+# worker must create its own Redis connections and its own node).
+wsgi_app = "app:create_app()"
+preload_app = False
+
+# --- listening -----------------------------------------------------------
+# PORT is the original service's variable (Railway sets it). Default 8080.
+bind = [f"0.0.0.0:{os.environ.get('PORT', '8080')}"]
+
+# --- workers -------------------------------------------------------------
+# One process per core is typical; each is an election candidate and serves
+# its own WebSocket clients. WEB_CONCURRENCY is the usual platform variable.
+workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+worker_class = "gevent"
+# Open WebSockets per worker (each is one greenlet). Sized for thousands.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+# Long-lived WebSockets are not "requests" that time out.
+timeout = 30
+keepalive = 5
+
+# Gunicorn's runtime control socket defaults to one path per user; several
+# instances on one host (the lab, the tests) would fight over it, and the
+# service needs no runtime control.
+control_socket_disable = True
+
+# --- shutdown ------------------------------------------------------------
+# After SIGTERM a worker releases leadership at once and closes its clients
+# with 1001 (feed/worker.py), so it normally exits in about a second. This is
+# only the upper bound before Gunicorn kills it; keep it below the platform's
+# draining time (railway.toml: drainingSeconds).
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
+
+# --- logging -------------------------------------------------------------
+# One JSON object per line, like the app's own logs.
+loglevel = os.environ.get("LOG_LEVEL", "info")
+accesslog = None
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "feed.logs.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
+
+
+# --- master hooks ----------------------------------------------------------
+def on_starting(server):
+    """Validate settings, then start what an unconfigured instance needs."""
+    from feed.config import ConfigError, Settings
+    from feed.embedded import EmbeddedServices
+
+    try:
+        Settings.from_env()
+    except ConfigError as exc:
+        server.log.error("configuration error: %s", exc)
+        raise SystemExit(2) from None
+    server.marketfeed_embedded = EmbeddedServices().start()
+
+
+def child_exit(server, worker):
+    # Drop the dead worker's live gauges from the aggregated metrics.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    embedded = getattr(server, "marketfeed_embedded", None)
+    if embedded is not None:
+        embedded.stop()
+
+
+# --- worker hooks ------------------------------------------------------------
+def post_worker_init(worker):
+    # Here gevent has patched the process and the app is loaded: start the node.
+    from feed.worker import start_worker
+
+    start_worker(worker)
+
+
+def worker_int(worker):
+    from feed.worker import stop_worker
+
+    stop_worker(worker)
+
+
+def worker_exit(server, worker):
+    from feed.worker import stop_worker
+
+    stop_worker(worker)

@@ -124,6 +124,7 @@ def test_stats_count_market_calls_by_path_node_and_provider(sim: SimulatedExchan
     assert stats["by_node"] == {"n1": 2, "n2": 1, "unknown": 3}
     assert stats["by_node_and_path"]["n1"] == {"/binance/api/v3/ticker/24hr": 2}
     assert stats["by_provider"] == {"binance": 3, "feargreed": 1, "coingecko": 1, "unknown": 1}
+    assert stats["by_status"] == {"200": 4, "404": 2}
     assert stats["started_at"].endswith("Z")
     reset = requests.post(sim.url + "/_sim/stats/reset", timeout=TIMEOUT).json()
     assert reset["ok"] and reset["stats"]["total"] == 0 and reset["stats"]["by_node"] == {}

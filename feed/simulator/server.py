@@ -148,6 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "marketfeed-sim"
     timeout = IDLE_TIMEOUT
     server: _Server
+    counted = False  # this request was a market call (counted in stats)
 
     # --- dispatch -------------------------------------------------------
     def do_GET(self) -> None:
@@ -161,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
+        self.counted = False
         try:
             if parts.path == "/_sim" or parts.path.startswith("/_sim/"):
                 self._control(method, parts.path, parse_qs(parts.query))
@@ -184,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
             provider = "unknown"
         node = self.headers.get(NODE_HEADER) or "unknown"
         sim.calls.count_call(provider, path, node, self.headers.get("User-Agent") or "")
+        self.counted = True
         spec = sim.faults.take(provider) if provider != "unknown" else None
         if spec is not None and self._before_answer(spec):
             return
@@ -289,7 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_bytes(self, status: int, body: bytes, content_type: str,
                     headers: dict[str, str] | None = None) -> None:
-        self.server.sim.calls.count_status(status)
+        if self.counted:
+            self.server.sim.calls.count_status(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -301,7 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_padded(self, payload: Any, size: int, chunked: bool) -> None:
         """A valid answer grown to ``size`` extra bytes, written in pieces."""
         head, tail = padded(payload)
-        self.server.sim.calls.count_status(200)
+        if self.counted:
+            self.server.sim.calls.count_status(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         if chunked:

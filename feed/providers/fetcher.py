@@ -81,6 +81,7 @@ class Fetcher:
         self.thread_class = thread_class
         self.clock = clock
         self.last: dict | None = None  # the last snapshot data, for inspection
+        self._last_missing: list[str] = []
 
     @property
     def node_id(self) -> str:
@@ -125,9 +126,12 @@ class Fetcher:
                 + ", ".join(f"{p}={why}" for p, why in failures.items()),
                 failures=failures,
             )
-        if data["missing"]:
-            log_event(log, "snapshot_partial", logging.INFO, node=self.node_id,
-                      missing=data["missing"],
+        if data["missing"] != self._last_missing:
+            # Logged when what is missing changes, not on every fetch: a part
+            # no configured provider supplies would otherwise log forever.
+            self._last_missing = data["missing"]
+            log_event(log, "snapshot_partial" if data["missing"] else "snapshot_complete",
+                      node=self.node_id, missing=data["missing"],
                       failed={p: s["error"] for p, s in data["sources"].items() if not s["ok"]})
         self.last = data
         return data

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["Envelope", "EnvelopeError", "iso_utc", "parse_iso"]
@@ -22,7 +22,7 @@ class EnvelopeError(ValueError):
 
 def iso_utc(ts: float) -> str:
     """Unix seconds -> ``2026-11-26T13:00:00.123Z``."""
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

@@ -1,0 +1,549 @@
+"""The lab: a real marketfeed cluster on this machine, for experiments and tests.
+
+``Cluster`` starts a private Redis, the simulated exchange (in this process)
+and N Gunicorn instances of the service with W workers each, exactly as
+``gunicorn -c gunicorn.conf.py`` runs in production; only the timing may be
+scaled down. It can find the leader worker and kill (SIGKILL), stop
+(SIGTERM) or pause (SIGSTOP, then SIGCONT) it, read the leadership history
+(the ``websocket:events`` stream) and the exchange's call counts, and attach
+WebSocket clients that record every message with its receive time::
+
+    with Cluster(instances=3, workers=2, timing=Timing.fast()) as lab:
+        client = lab.connect(lab.instances[1])
+        fault = lab.kill_leader()
+        acquired = lab.wait_acquired(after=fault)
+
+Everything it starts it stops: on leaving the ``with`` block (also on an
+exception or a notebook interrupt), at interpreter exit, and, through
+``PR_SET_PDEATHSIG``, when the process running the lab dies (see
+:mod:`feed.lab_procs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import requests
+import websocket
+
+from .cluster_status import recent_events
+from .config import Keys, Settings
+from .embedded_redis import free_port
+from .envelope import parse_iso
+from .lab_procs import LabRedis, LoggedProcess, child_env, register, unregister
+from .logs import log_event
+from .simulator import SimulatedExchange
+
+__all__ = ["Cluster", "Fault", "FeedClient", "Received", "ServiceInstance", "Timing", "WorkerRef"]
+
+log = logging.getLogger("feed.lab")
+
+KINDS = {"crash": signal.SIGKILL, "graceful": signal.SIGTERM, "pause": signal.SIGSTOP}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The service's timing settings; the defaults are the service's defaults."""
+
+    fetch_interval: float = 5.0  # FETCH_INTERVAL_SECONDS
+    lock_ttl: float = 10.0  # LOCK_TTL_SECONDS
+    renew_interval: float = 3.0  # RENEW_INTERVAL_SECONDS
+    lease_margin: float = 2.0  # LEASE_MARGIN_SECONDS
+
+    def __post_init__(self) -> None:
+        # The service's own rules, so a bad combination fails here, not in
+        # five Gunicorn logs.
+        Settings(fetch_interval=self.fetch_interval, lock_ttl=self.lock_ttl,
+                 renew_interval=self.renew_interval, lease_margin=self.lease_margin).validate()
+
+    @classmethod
+    def fast(cls) -> Timing:
+        """The tests' scale: fetch every 0.5 s, TTL 2 s; same rules, 10-20x faster."""
+        return cls(fetch_interval=0.5, lock_ttl=2.0, renew_interval=0.5, lease_margin=0.3)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FETCH_INTERVAL_SECONDS": f"{self.fetch_interval:g}",
+            "LOCK_TTL_SECONDS": f"{self.lock_ttl:g}",
+            "RENEW_INTERVAL_SECONDS": f"{self.renew_interval:g}",
+            "LEASE_MARGIN_SECONDS": f"{self.lease_margin:g}",
+        }
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """One Gunicorn worker: its node id, its pid and the instance it belongs to."""
+
+    node: str
+    pid: int
+    instance: ServiceInstance
+
+
+@dataclass
+class Fault:
+    """A signal sent to a worker; ``t`` is Redis TIME read just before sending it."""
+
+    kind: str  # crash | graceful | pause
+    node: str
+    pid: int
+    instance: str
+    t: float
+    resumed_at: float | None = None
+
+
+class ServiceInstance:
+    """One ``gunicorn -c gunicorn.conf.py`` process tree on its own port.
+
+    ``env`` is passed on top of the lab's (``PORT``, ``WEB_CONCURRENCY``,
+    ``RAILWAY_REPLICA_ID``, ``REDIS_URL``, ``SIM_URL``).
+    """
+
+    def __init__(self, name: str, *, workers: int = 1, redis_url: str | None = None,
+                 sim_url: str | None = None, env: Mapping[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.name = name
+        self.workers = workers
+        self.port = port or free_port()
+        extra: dict[str, str] = {"PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
+                                 "RAILWAY_REPLICA_ID": name}
+        if redis_url:
+            extra["REDIS_URL"] = redis_url
+        if sim_url:
+            extra["SIM_URL"] = sim_url
+        extra.update(env or {})
+        args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+        self.proc = LoggedProcess(args, child_env(**extra), name=name)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 30.0) -> ServiceInstance:
+        """Wait until ``workers`` workers have logged ``worker_ready``."""
+        deadline = time.monotonic() + timeout
+        while len(self.proc.events("worker_ready")) < self.workers:
+            if not self.proc.alive():
+                raise RuntimeError(f"{self.name} exited:\n" + "\n".join(self.proc.raw[-40:]))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready within {timeout}s:\n"
+                                   + "\n".join(self.proc.raw[-40:]))
+            time.sleep(0.05)
+        return self
+
+    def workers_seen(self) -> dict[str, int]:
+        """Every worker this instance has started (node id -> pid), also dead ones."""
+        return {e["node"]: e["pid"] for e in self.proc.events("worker_ready")}
+
+    @property
+    def nodes(self) -> dict[str, int]:
+        """The live workers: node id -> pid (Gunicorn replaces a worker that died)."""
+        return {node: pid for node, pid in self.workers_seen().items() if _pid_alive(pid)}
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=5, **kw)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        return self.proc.stop(timeout)
+
+
+@dataclass
+class Received:
+    t: float  # receive time, unix seconds
+    msg: dict
+
+
+@dataclass
+class FeedClient:
+    """A WebSocket client on its own thread that keeps every message it receives.
+
+    With ``reconnect`` it connects again after a close or a drop (as the
+    protocol asks clients to), so one client can watch several failovers.
+    ``disconnects`` lists ``(time, close code)``.
+    """
+
+    url: str
+    name: str = ""
+    instance: str = ""  # the lab instance it is connected to
+    reconnect: bool = True
+    connect_timeout: float = 10.0
+    messages: list[Received] = field(default_factory=list)
+    disconnects: list[tuple[float, int]] = field(default_factory=list)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition()
+        self._closed = threading.Event()
+        self._ws: websocket.WebSocket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FeedClient:
+        self._ws = self._connect()
+        self._thread = threading.Thread(target=self._run, name=f"client-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _connect(self) -> websocket.WebSocket:
+        # No Origin header, as a bot would connect (allowed by default).
+        ws = websocket.create_connection(self.url, timeout=self.connect_timeout, suppress_origin=True,
+                                         enable_multithread=True)
+        # Blocking reads from now on: a failover is a long silence, not an error.
+        ws.settimeout(None)
+        return ws
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            code = self._read(self._ws)
+            if self._closed.is_set():
+                break
+            with self._cond:
+                self.disconnects.append((time.time(), code))
+                self._cond.notify_all()
+            if not self.reconnect:
+                break
+            self._ws = None
+            while not self._closed.is_set() and self._ws is None:
+                self._closed.wait(backoff)
+                try:
+                    self._ws = self._connect()
+                    backoff = 0.1
+                except (OSError, websocket.WebSocketException) as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    backoff = min(2.0, backoff * 2)
+
+    def _read(self, ws: websocket.WebSocket | None) -> int:
+        """Read until the connection ends; returns the close code (1006: dropped)."""
+        if ws is None:
+            return 1006
+        try:
+            while True:
+                opcode, data = ws.recv_data(control_frame=False)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                received = Received(time.time(), json.loads(data))
+                with self._cond:
+                    self.messages.append(received)
+                    self._cond.notify_all()
+        except (OSError, ValueError, websocket.WebSocketException) as exc:
+            if not self._closed.is_set():
+                self.error = f"{type(exc).__name__}: {exc}"
+            return 1006
+        finally:
+            with contextlib.suppress(Exception):
+                ws.abort()
+                ws.shutdown()
+
+    def snapshots(self) -> list[Received]:
+        """Every snapshot received, repeats included, in arrival order."""
+        with self._cond:
+            return [r for r in self.messages if r.msg.get("type") == "snapshot"]
+
+    def new_snapshots(self) -> list[Received]:
+        """Snapshots a client keeps: each newer (by ``(epoch, seq)``) than the last kept."""
+        kept: list[Received] = []
+        last = (-1, -1)
+        for r in self.snapshots():
+            key = (r.msg["epoch"], r.msg["seq"])
+            if key > last:
+                kept.append(r)
+                last = key
+        return kept
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat dict per snapshot received, for tables and plots."""
+        return [{"client": self.name, "t": r.t, "epoch": r.msg["epoch"], "seq": r.msg["seq"],
+                 "leader": r.msg.get("leader"), "served_by": r.msg.get("served_by"),
+                 "fetched_at": parse_iso(r.msg["fetched_at"]), "stale": r.msg.get("stale")}
+                for r in self.snapshots()]
+
+    def wait(self, predicate: Callable[[FeedClient], bool], timeout: float = 10.0,
+             what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"client {self.name}: no {what} within {timeout}s "
+                                       f"({len(self.messages)} messages, error {self.error})")
+                self._cond.wait(min(left, 0.2))
+
+    def wait_snapshots(self, n: int, timeout: float = 10.0) -> None:
+        self.wait(lambda c: len(c.snapshots()) >= n, timeout, f"{n} snapshots")
+
+    def close(self) -> None:
+        self._closed.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.abort()
+            with contextlib.suppress(Exception):
+                ws.shutdown()
+        if self._thread is not None:
+            self._thread.join(3)
+
+    stop = close
+
+
+class Cluster:
+    """Redis, the simulated exchange and ``instances`` x ``workers`` service workers.
+
+    ``election=False`` sets ``ELECTION=off``: every worker fetches (the
+    deployment-without-election baseline). ``redis_url`` or ``sim`` use an
+    existing Redis or exchange instead of starting one (neither is stopped
+    then). ``env`` adds settings to every instance.
+    """
+
+    def __init__(self, instances: int = 3, workers: int = 1, *, election: bool = True,
+                 timing: Timing | None = None, env: Mapping[str, str] | None = None,
+                 redis_url: str | None = None, sim: SimulatedExchange | None = None,
+                 name: str = "lab", sim_seed: int | None = None, ready_timeout: float = 60.0) -> None:
+        if instances < 1 or workers < 1:
+            raise ValueError("a cluster needs at least one instance with one worker")
+        self.size = instances
+        self.workers_per_instance = workers
+        self.election = election
+        self.timing = timing or Timing()
+        self.extra_env = dict(env or {})
+        self.name = name
+        self.ready_timeout = ready_timeout
+        self.keys = Keys(self.extra_env.get("KEY_PREFIX") or Keys().prefix)
+        self._redis_url = redis_url
+        self._own_redis: LabRedis | None = None
+        self._own_sim = sim is None
+        self.sim = sim or SimulatedExchange(port=0, seed=sim_seed)
+        self.instances: list[ServiceInstance] = []
+        self.clients: list[FeedClient] = []
+        self.faults: list[Fault] = []
+        self.client: redis.Redis | None = None
+        self.started_at: float | None = None  # Redis TIME when every instance was ready
+
+    # --- lifecycle ------------------------------------------------------
+    @property
+    def redis_url(self) -> str:
+        if self._redis_url:
+            return self._redis_url
+        if self._own_redis is None:
+            raise RuntimeError("the cluster is not started")
+        return self._own_redis.url
+
+    def start(self) -> Cluster:
+        register(self)
+        try:
+            if not self._redis_url:
+                self._own_redis = LabRedis(port=0).start()
+            self.client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5,
+                                               decode_responses=True)
+            self.sim.start()
+            env = {**self.timing.env(), "ELECTION": "on" if self.election else "off", **self.extra_env}
+            for i in range(self.size):
+                self.instances.append(ServiceInstance(
+                    f"{self.name}{i + 1}", workers=self.workers_per_instance,
+                    redis_url=self.redis_url, sim_url=self.sim.url, env=env))
+            for inst in self.instances:
+                inst.wait_ready(self.ready_timeout)
+            self.started_at = self.redis_time()
+        except BaseException:
+            self.stop()
+            raise
+        log_event(log, "lab_cluster_started", instances=self.size, workers=self.workers_per_instance,
+                  election=self.election, redis=self.redis_url, sim=self.sim.url,
+                  timing=self.timing.env())
+        return self
+
+    def stop(self) -> None:
+        """Stop clients, instances (resuming paused workers first), Redis, exchange."""
+        unregister(self)
+        for c in self.clients:
+            c.close()
+        for f in self.faults:
+            if f.kind == "pause" and f.resumed_at is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(f.pid, signal.SIGCONT)
+        # SIGTERM to every master first, then wait: they drain in parallel.
+        for inst in self.instances:
+            inst.proc.signal(signal.SIGTERM)
+        for inst in self.instances:
+            inst.stop()
+        if self.client is not None:
+            self.client.close()
+        if self._own_redis is not None:
+            self._own_redis.close()
+        if self._own_sim:
+            self.sim.stop()
+        log_event(log, "lab_cluster_stopped", instances=len(self.instances))
+
+    close = stop
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def pids(self) -> list[int]:
+        """Every process the cluster runs: Redis, Gunicorn masters, their workers."""
+        out = []
+        if self._own_redis is not None and self._own_redis.proc is not None:
+            out.append(self._own_redis.proc.pid)
+        for inst in self.instances:
+            out.append(inst.proc.pid)
+            out.extend(inst.nodes.values())
+        return out
+
+    # --- Redis: time, leader, history ----------------------------------
+    @property
+    def redis(self) -> redis.Redis:
+        if self.client is None:
+            raise RuntimeError("the cluster is not started")
+        return self.client
+
+    def redis_time(self) -> float:
+        """Redis TIME in unix seconds: the clock of the leadership history."""
+        sec, usec = self.redis.time()
+        return sec + usec / 1e6
+
+    def leader_node(self) -> str | None:
+        """``GET websocket:leader``: the node id holding the lock, or None."""
+        return self.redis.get(self.keys.leader)
+
+    def worker(self, node: str) -> WorkerRef:
+        for inst in self.instances:
+            pid = inst.workers_seen().get(node)
+            if pid is not None:
+                return WorkerRef(node, pid, inst)
+        raise LookupError(f"no worker of this cluster has node id {node!r}")
+
+    def leader(self) -> WorkerRef | None:
+        node = self.leader_node()
+        return self.worker(node) if node else None
+
+    def wait_leader(self, timeout: float | None = None, not_: str | None = None) -> WorkerRef:
+        """The leader worker, once one (other than ``not_``) holds the lock."""
+        timeout = self._default_wait(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                node = self.leader_node()
+                if node and node != not_:
+                    return self.worker(node)
+            time.sleep(0.01)
+        raise TimeoutError(f"no leader (other than {not_}) within {timeout}s")
+
+    def wait_serving(self, timeout: float | None = None) -> None:
+        """Wait until the exchange has been called and a snapshot is cached."""
+        timeout = self._default_wait(timeout)
+        deadline = time.monotonic() + timeout
+        if self.election:
+            self.wait_leader(timeout)
+        while self.redis.get(self.keys.data) is None or not self.sim.stats()["total"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no snapshot within {timeout}s")
+            time.sleep(0.02)
+
+    def events(self, count: int = 10_000) -> list[dict[str, Any]]:
+        """The leadership history (``websocket:events``), oldest first; ``ts`` in seconds."""
+        return recent_events(self.redis, self.keys, count)
+
+    def wait_acquired(self, after: Fault | float, timeout: float | None = None) -> dict[str, Any]:
+        """The first ``acquired`` event after a fault (or a Redis time), by another node."""
+        t = after.t if isinstance(after, Fault) else after
+        other = after.node if isinstance(after, Fault) else None
+        timeout = self._default_wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events():
+                if e.get("event") == "acquired" and e["ts"] >= t - 0.0005 and e.get("node") != other:
+                    return e
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new leader within {timeout}s after {t:.3f}")
+            time.sleep(0.02)
+
+    def _default_wait(self, timeout: float | None) -> float:
+        # Long enough for a lock to run out and be taken, at any timing.
+        if timeout is not None:
+            return timeout
+        return 2 * self.timing.lock_ttl + 4 * self.timing.fetch_interval + 10
+
+    # --- faults ---------------------------------------------------------
+    def signal_leader(self, kind: str) -> Fault:
+        """Send the leader worker the signal for ``kind`` (crash, graceful, pause)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        target = self.wait_leader()
+        t = self.redis_time()  # read first: it is the start of the measured outage
+        os.kill(target.pid, KINDS[kind])
+        fault = Fault(kind, target.node, target.pid, target.instance.name, t)
+        self.faults.append(fault)
+        log_event(log, "lab_fault", kind=kind, node=target.node, pid=target.pid,
+                  instance=target.instance.name, redis_time=t)
+        return fault
+
+    def kill_leader(self) -> Fault:
+        """SIGKILL the leader worker: a crash; its lock stays until the TTL runs out."""
+        return self.signal_leader("crash")
+
+    def stop_leader(self) -> Fault:
+        """SIGTERM the leader worker: a graceful stop (it releases the lock at once)."""
+        return self.signal_leader("graceful")
+
+    def pause_leader(self, seconds: float | None = None) -> Fault:
+        """SIGSTOP the leader worker; with ``seconds``, SIGCONT it after that long.
+
+        Without ``seconds`` it stays stopped until :meth:`resume`.
+        """
+        fault = self.signal_leader("pause")
+        if seconds is not None:
+            time.sleep(max(0.0, fault.t + seconds - self.redis_time()))
+            self.resume(fault)
+        return fault
+
+    def resume(self, fault: Fault) -> None:
+        """SIGCONT a paused worker."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fault.pid, signal.SIGCONT)
+        fault.resumed_at = self.redis_time()
+        log_event(log, "lab_resumed", node=fault.node, pid=fault.pid, redis_time=fault.resumed_at)
+
+    # --- the simulated exchange -----------------------------------------
+    def sim_stats(self) -> dict[str, Any]:
+        """Calls counted by the exchange since the last reset (by path, by node...)."""
+        return self.sim.stats()
+
+    def reset_sim_stats(self) -> None:
+        self.sim.reset_stats()
+
+    # --- clients ----------------------------------------------------------
+    def connect(self, instance: ServiceInstance | int, name: str | None = None,
+                reconnect: bool = True) -> FeedClient:
+        """A recording WebSocket client on ``instance``; closed with the cluster."""
+        inst = self.instances[instance] if isinstance(instance, int) else instance
+        client = FeedClient(inst.ws_url, name or f"{inst.name}-c{len(self.clients)}",
+                            instance=inst.name, reconnect=reconnect).start()
+        self.clients.append(client)
+        return client
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -1,0 +1,228 @@
+"""Child processes of the lab that cannot outlive it.
+
+Everything the lab starts goes through :func:`spawn`, which
+
+* starts the child in a new session (its own process group, so a signal
+  meant for the lab's terminal or a Jupyter interrupt never reaches it, and
+  the whole group can be killed at once);
+* on Linux, asks the kernel to send the child SIGTERM when the lab process
+  dies (``prctl(PR_SET_PDEATHSIG)``), so a kernel killed with SIGKILL leaves
+  nothing behind; Gunicorn then stops its workers, Redis exits;
+* registers it, and an ``atexit`` hook stops whatever is still registered
+  when the interpreter exits normally (a notebook kernel shut down with a
+  cluster still running).
+
+The kernel ties PDEATHSIG to the *thread* that forked: start clusters from
+a thread that lives as long as they do (the main thread, in a notebook).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from .embedded_redis import RedisProcess
+
+__all__ = ["ROOT", "LabRedis", "LoggedProcess", "child_env", "spawn", "stop_all"]
+
+ROOT = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1
+
+# Resolved before any fork: the child must not load libraries between fork
+# and exec, only call a function that is already there.
+try:
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> Any: ...
+
+
+_registry: dict[int, _Stoppable] = {}
+_registry_lock = threading.Lock()
+
+
+def register(thing: _Stoppable) -> None:
+    with _registry_lock:
+        _registry[id(thing)] = thing
+
+
+def unregister(thing: _Stoppable) -> None:
+    with _registry_lock:
+        _registry.pop(id(thing), None)
+
+
+def stop_all() -> None:
+    """Stop everything still registered, newest first (clients before servers)."""
+    with _registry_lock:
+        things = list(_registry.values())[::-1]
+        _registry.clear()
+    for thing in things:
+        try:
+            # close() where there is one: it also removes working files.
+            getattr(thing, "close", thing.stop)()
+        except Exception:  # noqa: BLE001 - at exit, stop the rest regardless
+            pass
+
+
+atexit.register(stop_all)
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # The lab may have died between fork and prctl: then nobody will
+        # ever send the signal, so act on it now.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``Popen(args)`` in a new session that receives SIGTERM when we die."""
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                            **popen)
+
+
+def child_env(**extra: object) -> dict[str, str]:
+    """This interpreter's environment without any marketfeed setting, plus ``extra``.
+
+    A notebook started with ``REDIS_URL`` set must not point the lab's
+    instances at that Redis; each instance also gets its own metrics dir.
+    """
+    from .config import _ENV
+
+    ours = {spec.var for spec in _ENV.values()} | {"PROMETHEUS_MULTIPROC_DIR", "WEB_CONCURRENCY"}
+    env = {k: v for k, v in os.environ.items() if k not in ours}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class LoggedProcess:
+    """A child whose output lines are kept; JSON lines also as dicts in ``lines``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str = "proc",
+                 cwd: str | None = None) -> None:
+        self.name = name
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = spawn(args, env=env, cwd=cwd or str(ROOT), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT)
+        register(self)
+        self._reader = threading.Thread(target=self._read, name=f"log-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, b""):
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.raw.append(text)
+                if text.startswith("{"):
+                    try:
+                        self.lines.append(json.loads(text))
+                    except ValueError:
+                        pass
+                self._cond.notify_all()
+
+    def events(self, name: str | None = None, **match: object) -> list[dict]:
+        """Logged events named ``name`` (any if None) whose fields equal ``match``."""
+        with self._cond:
+            return [e for e in self.lines
+                    if (name is None or e.get("event") == name)
+                    and all(e.get(k) == v for k, v in match.items())]
+
+    def wait_for(self, name: str, timeout: float = 10.0,
+                 where: Callable[[dict], bool] | None = None, after: int = 0) -> dict:
+        """The first event ``name`` (from line index ``after``) matching ``where``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for e in self.lines[after:]:
+                    if e.get("event") == name and (where is None or where(e)):
+                        return e
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    tail = "\n".join(self.raw[-30:])
+                    raise AssertionError(f"{self.name}: no {name!r} within {timeout}s; last output:\n{tail}")
+                self._cond.wait(min(left, 0.2))
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; then SIGKILL the whole process group."""
+        unregister(self)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                # A stopped child (or a stopped worker in its group) would
+                # sit on SIGTERM until continued.
+                os.killpg(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left in its group (workers of a killed master) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        self._reader.join(2)
+        return self.proc.returncode
+
+
+class LabRedis(RedisProcess):
+    """:class:`RedisProcess` started through :func:`spawn` and registered."""
+
+    def start(self, timeout: float = 10.0) -> LabRedis:
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.logfile),
+            "--daemonize", "no",
+            *self.extra_args,
+        ]
+        self.proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        register(self)
+        self._wait_ready(timeout)
+        return self
+
+    def close(self) -> None:
+        unregister(self)
+        super().close()
+
+    def stop(self) -> None:
+        unregister(self)
+        super().stop()

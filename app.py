@@ -62,6 +62,9 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
             return jsonify(error=verdict.reason, message=verdict.message), verdict.status
         if service.stopping:
             return jsonify(error="stopping", message="this instance is shutting down; reconnect"), 503
+        if service.hub.full:
+            service.metrics.rejected.labels("full").inc()
+            return jsonify(error="full", message="this worker has its maximum of clients; retry"), 503
         # Compression is negotiated off: each snapshot frame is encoded once
         # and written to every client as is (see feed/wsconn.py for why).
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)

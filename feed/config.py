@@ -128,6 +128,7 @@ class Settings:
     max_message_bytes: int = 4096  # WS_MAX_MESSAGE_BYTES
     send_timeout: float = 10.0  # WS_SEND_TIMEOUT_SECONDS: stuck-client limit
     send_buffer: int = 65536  # WS_SEND_BUFFER_BYTES: kernel send buffer per client, 0 = auto
+    max_clients: int = 10000  # WS_MAX_CLIENTS: per worker; more get HTTP 503
     commands_per_second: float = 20.0  # WS_COMMANDS_PER_SECOND (burst x 2)
 
     # -------------------------------------------------------------------
@@ -202,6 +203,8 @@ class Settings:
             raise ConfigError("MAX_RESPONSE_BYTES", "must be at least 1024")
         if self.send_buffer != 0 and not 2048 <= self.send_buffer <= 64 * 1024 * 1024:
             raise ConfigError("WS_SEND_BUFFER_BYTES", "must be 0 (kernel default) or 2048 - 67108864")
+        if self.max_clients < 1:
+            raise ConfigError("WS_MAX_CLIENTS", "must be at least 1")
         if not 16 <= self.max_message_bytes <= 1_048_576:
             raise ConfigError("WS_MAX_MESSAGE_BYTES", "must be between 16 and 1048576")
         if not self.key_prefix or any(c.isspace() for c in self.key_prefix):
@@ -352,6 +355,7 @@ _ENV: dict[str, _Var] = {
     "max_message_bytes": _Var("WS_MAX_MESSAGE_BYTES", "int"),
     "send_timeout": _Var("WS_SEND_TIMEOUT_SECONDS", "float"),
     "send_buffer": _Var("WS_SEND_BUFFER_BYTES", "int"),
+    "max_clients": _Var("WS_MAX_CLIENTS", "int"),
     "commands_per_second": _Var("WS_COMMANDS_PER_SECOND", "float"),
 }
 _VAR = {name: spec.var for name, spec in _ENV.items()}

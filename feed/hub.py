@@ -45,6 +45,7 @@ class Hub:
         max_message_bytes: int = 4096,
         commands_per_second: float = 20.0,
         send_buffer: int = 0,
+        max_clients: int = 10000,
         status: Callable[[], dict] | None = None,
     ) -> None:
         self.served_by = served_by
@@ -55,6 +56,7 @@ class Hub:
         self.max_message_bytes = max_message_bytes
         self.commands_per_second = commands_per_second
         self.send_buffer = send_buffer
+        self.max_clients = max_clients
         self.status = status
         self.clients: set[ClientConnection] = set()
         self.blocked: set[ClientConnection] = set()
@@ -113,8 +115,12 @@ class Hub:
         }, separators=(",", ":")))
 
     # --- clients ----------------------------------------------------------
-    def serve(self, ws: Any, remote: str) -> int | None:
-        """Run one client (in its request greenlet) until it disconnects."""
+    def serve(self, ws: Any, remote: str) -> ClientConnection:
+        """Take over a client right after its handshake; returns at once.
+
+        From here the connection is driven by watchers on the gevent loop, so
+        the request (and its greenlet) can end.
+        """
         self._next_id += 1
         conn = ClientConnection(
             ws, conn_id=self._next_id, remote=remote, max_message_bytes=self.max_message_bytes,
@@ -127,20 +133,21 @@ class Hub:
                 conn.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
             except OSError:
                 pass
-        if not self.accepting:
-            conn.close(CloseCode.GOING_AWAY, "server shutting down")
-            conn.serve()
-            return conn.close_code
         self.clients.add(conn)
         if self.metrics is not None:
             self.metrics.clients.labels(self.served_by).set(len(self.clients))
             self.metrics.connections.inc()
-        if self.latest_frame is not None:
+        if not self.accepting:
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        elif self.latest_frame is not None:
             # A new client gets the current snapshot at once.
             conn.offer_snapshot(self._frame_for_new_client())
             self.snapshots_sent += 1
-        conn.serve()
-        return conn.close_code
+        return conn
+
+    @property
+    def full(self) -> bool:
+        return len(self.clients) >= self.max_clients
 
     def _frame_for_new_client(self) -> bytes:
         env = self.latest

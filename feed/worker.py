@@ -6,7 +6,9 @@ open requests, and every WebSocket is an open request. So this module installs
 its own SIGTERM handler (a gevent signal watcher, run at once on the loop)
 that, in this order: releases leadership (one Redis round trip, so another
 node takes over immediately), closes every client with 1001 so it reconnects
-to another instance, and lets the worker loop exit.
+to another instance, and then lets the worker loop exit. (WebSockets are not
+Gunicorn requests once upgraded -- see feed/wsconn.py -- so the worker would
+not otherwise wait for them.)
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ def start_worker(worker: Any) -> None:
         if service.stopping:
             return
         log_event(log, "sigterm", node=service.node_id, role=service.node.role)
-        worker.alive = False  # what gunicorn's own handler would have done
         service.shutdown()
+        # What Gunicorn's own handler would have done, but only now: WebSockets
+        # are not Gunicorn requests here, so the worker would not wait for them.
+        worker.alive = False
 
     gevent.signal_handler(signal.SIGTERM, on_sigterm)
     service.start()

@@ -1,33 +1,36 @@
 """One WebSocket client of a worker: a latest-only sender and a bounded reader.
 
-flask-sock and simple-websocket do the HTTP upgrade; after that this class
-owns the socket. Why not keep using simple-websocket's ``send``/``receive``:
+flask-sock and simple-websocket do the HTTP upgrade; then this class takes the
+connection over and the request ends. Why not keep using simple-websocket:
 
 * its ``send`` runs each message through wsproto (per-connection encoding,
   and per-connection zlib when the client offered permessage-deflate) and
   makes one plain ``sock.send`` that may write only part of a frame;
-* it starts a reader thread (a greenlet here) and a selector per connection.
+* it keeps a reader thread (a greenlet here) and a selector per connection,
+  and the request greenlet stays parked with Gunicorn's, Flask's and
+  Werkzeug's per-request objects for the life of the socket.
 
-Here a snapshot frame is encoded once per worker (:mod:`feed.frames`) and
-written with one non-blocking ``send``. When the socket cannot take it all,
-the rest of that frame is kept and finished first, from an I/O watcher on the
-gevent loop, and only the newest snapshot waits behind it (a latest-only
-slot): a slow client gets the latest snapshot, never a backlog, never a
-truncated or interleaved frame. A client that makes no progress for
-``send_timeout`` seconds is closed with 1008. The reader runs in the request's
-own greenlet (no extra greenlet per client).
+Here the socket is duplicated and driven by two watchers on the gevent loop:
+a read watcher feeds wsproto (which parses and validates incoming frames), a
+write watcher exists only while a client is behind. No greenlet is parked per
+client, which is what keeps an idle client to a few KiB.
 
-This module is written for the gevent worker: it uses the gevent loop's
-watchers and timers directly.
+A snapshot frame is encoded once per worker (:mod:`feed.frames`) and written
+with one non-blocking ``send``. When the socket cannot take it all, the rest
+of that frame is kept and finished first, and only the newest snapshot waits
+behind it (a latest-only slot): a slow client gets the latest snapshot, never
+a backlog, never a truncated or interleaved frame. A client that makes no
+progress for ``send_timeout`` seconds is closed with 1008 (by the hub).
+
+Everything here runs on the gevent loop, in callbacks that never block.
 """
 
 from __future__ import annotations
 
-import errno
+import _socket
 import logging
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +45,8 @@ __all__ = ["ClientConnection", "CloseCode", "NoThread"]
 
 log = logging.getLogger("feed.wsconn")
 
-_EVENT_WRITE = 2
+_EV_READ = 1
+_EV_WRITE = 2
 
 
 class CloseCode:
@@ -50,18 +54,20 @@ class CloseCode:
     GOING_AWAY = 1001  # this server is stopping: reconnect elsewhere
     PROTOCOL_ERROR = 1002
     UNSUPPORTED_DATA = 1003  # binary frames
+    ABNORMAL = 1006  # never sent: the connection just ended
     INVALID_DATA = 1007  # text that is not UTF-8
     POLICY = 1008  # too slow, too many messages, ping timeout
     TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013
     # Codes that must never be sent in a close frame (RFC 6455 7.4.1).
     RESERVED = frozenset({1004, 1005, 1006, 1015})
 
 
 class NoThread:
-    """Stands in for simple-websocket's reader thread: we read in the request greenlet."""
+    """Stands in for simple-websocket's reader thread: the hub reads instead."""
 
     def __init__(self, target: Callable[[], None] | None = None, **_: Any) -> None:
-        self.name = "marketfeed-inline-reader"
+        self.name = "marketfeed-no-reader"
         self.target = target
 
     def start(self) -> None:
@@ -72,7 +78,7 @@ class NoThread:
 
 
 class ClientConnection:
-    """See the module docstring. Created by the hub from a simple-websocket Server."""
+    """See the module docstring. Created by the hub right after the handshake."""
 
     # Replies and control frames that may queue for a client that does not
     # read; past this it is closed rather than buffered without bound.
@@ -81,26 +87,35 @@ class ClientConnection:
     CLOSE_GRACE = 2.0
 
     __slots__ = (
-        "_awaiting_pong", "_close_timer", "_flushed_cb", "_in_chunks", "_in_len", "_tokens",
-        "_tokens_at", "_watcher", "_ws", "close_code", "close_reason", "closed", "closing",
-        "commands_per_second", "control", "errors", "fd", "finished", "handler", "id",
-        "last_progress", "max_message_bytes", "opened_at", "partial", "proto", "raw",
-        "remote", "sent", "snapshot", "sock", "superseded",
+        "_awaiting_pong", "_close_timer", "_in_chunks", "_in_len", "_reader", "_tokens",
+        "_tokens_at", "_writer", "close_code", "close_reason", "closed", "closing",
+        "commands_per_second", "control", "errors", "fd", "handler", "id", "last_progress",
+        "max_message_bytes", "opened_at", "partial", "proto", "raw", "remote", "sent",
+        "snapshot", "superseded",
     )
 
     def __init__(self, ws: Any, *, conn_id: int, remote: str, max_message_bytes: int,
                  commands_per_second: float, handler: Any) -> None:
-        self._ws = ws
-        self.sock = ws.sock  # gevent socket: used by the reader (cooperative recv)
-        self.raw = getattr(ws.sock, "_sock", ws.sock)  # the non-blocking OS socket
-        self.fd = self.raw.fileno()
-        self.proto = ws.ws  # wsproto connection, handshake already done
+        # Our own descriptor for the connection: when the request ends,
+        # Gunicorn closes its descriptor, and the connection lives on in ours.
+        # A plain C-level socket: gevent's wrapper (two watchers each) is not needed.
+        self.fd = _socket.dup(ws.sock.fileno())
+        self.raw = _socket.socket(ws.sock.family, socket.SOCK_STREAM, 0, self.fd)
+        self.raw.setblocking(False)
+        # wsproto's connection proper, without the WSConnection wrapper that
+        # keeps the handshake's h11 state alive (about 2 KiB, never used again).
+        self.proto = ws.ws.connection
+        # flask-sock sends a close frame of its own when the route returns,
+        # unless the connection looks closed to it.
+        ws.connected = False
         self.id = conn_id
         self.remote = remote
         self.max_message_bytes = max_message_bytes
         self.commands_per_second = commands_per_second
-        self.handler = handler  # the hub: on_text(conn, text), on_closed(conn)
-        self.control: deque[bytes] = deque()
+        self.handler = handler  # the hub: on_text(conn, text), on_blocked(...), on_closed(conn)
+        # A list, not a deque: a deque allocates a 64-slot block up front, and
+        # this queue is empty nearly always (about 0.7 KiB saved per client).
+        self.control: list[bytes] = []
         self.snapshot: bytes | None = None
         self.partial: memoryview | None = None
         self.last_progress = time.monotonic()
@@ -110,17 +125,17 @@ class ClientConnection:
         self.errors = 0
         self.closing = False
         self.closed = False
-        self.finished = False
         self.close_code: int | None = None
         self.close_reason = ""
-        self._watcher: Any = None
+        self._writer: Any = None
         self._close_timer: Any = None
-        self._flushed_cb: Callable[[], None] | None = None
         self._awaiting_pong = False
         self._in_chunks: list[str] = []
         self._in_len = 0
         self._tokens = commands_per_second * 2
         self._tokens_at = self.last_progress
+        self._reader = get_hub().loop.io(self.fd, _EV_READ)
+        self._reader.start(self._on_readable)
 
     # --- sending --------------------------------------------------------
     @property
@@ -138,20 +153,19 @@ class ClientConnection:
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
-                self._broken()
+                self._lost()
                 return False
+            self.sent += 1
             if n == len(frame):
-                self.sent += 1
                 self.last_progress = time.monotonic()
                 return True
-            self.sent += 1
             self.partial = memoryview(frame)[n:]
             if n:
                 self.last_progress = time.monotonic()
             self._arm()
             return False
         if self.snapshot is not None:
-            self.superseded += 1  # the client never sees this one: a newer one replaces it
+            self.superseded += 1  # never sent: a newer one replaces it
         self.snapshot = frame
         self._pump()
         return False
@@ -171,7 +185,7 @@ class ClientConnection:
         while not self.closed:
             if self.partial is None:
                 if self.control:
-                    self.partial = memoryview(self.control.popleft())
+                    self.partial = memoryview(self.control.pop(0))
                 elif self.snapshot is not None:
                     self.partial = memoryview(self.snapshot)
                     self.snapshot = None
@@ -183,7 +197,7 @@ class ClientConnection:
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
-                self._broken()
+                self._lost()
                 return
             if n:
                 self.last_progress = time.monotonic()
@@ -193,20 +207,20 @@ class ClientConnection:
                 return
             self.partial = None
         self._disarm()
-        if self._flushed_cb is not None and not self.pending:
-            cb, self._flushed_cb = self._flushed_cb, None
-            cb()
+        if self.closing and not self.pending and self.proto.state is ConnectionState.CLOSED:
+            # Our close frame answered the client's: the exchange is complete.
+            self._finish()
 
     def _arm(self) -> None:
-        if self._watcher is None:
-            self._watcher = get_hub().loop.io(self.fd, _EVENT_WRITE)
-        if not self._watcher.active:
-            self._watcher.start(self._pump)
+        if self._writer is None:
+            self._writer = get_hub().loop.io(self.fd, _EV_WRITE)
+        if not self._writer.active:
+            self._writer.start(self._pump)
             self.handler.on_blocked(self, True)
 
     def _disarm(self) -> None:
-        if self._watcher is not None and self._watcher.active:
-            self._watcher.stop()
+        if self._writer is not None and self._writer.active:
+            self._writer.stop()
             self.handler.on_blocked(self, False)
 
     def stalled_for(self, now: float) -> float:
@@ -223,83 +237,92 @@ class ClientConnection:
         self.snapshot = None  # nothing more after the close frame
         wire_code = CloseCode.NORMAL if code in CloseCode.RESERVED else code
         try:
-            self.proto.send(CloseConnection(code=wire_code))  # keep wsproto's state in step
+            self.proto.send(CloseConnection(code=wire_code))  # keeps wsproto's state in step
         except LocalProtocolError:
             pass
         self.control.append(close_frame(wire_code, reason))
-        self._flushed_cb = self._after_close_sent
-        # Whatever happens, the socket is shut after the grace period.
+        # Wait for the client's answer, but not for ever.
         self._close_timer = get_hub().loop.timer(self.CLOSE_GRACE)
-        self._close_timer.start(self._shutdown)
+        self._close_timer.start(self._finish)
         self._pump()
 
-    def _after_close_sent(self) -> None:
-        if self.proto.state is ConnectionState.CLOSED:
-            # We were answering the client's close: the exchange is complete.
-            self._shutdown()
-
     def abort(self, code: int, reason: str) -> None:
-        """Close a client that cannot take a close frame (stuck, misbehaving)."""
+        """Close a client that may not take a close frame (stuck, misbehaving)."""
         if self.partial is None and not self.closing:
             self.control.clear()
             self.close(code, reason)  # it may still get through; the timer ends it anyway
             return
-        self.close_code = self.close_code or code
-        self.close_reason = self.close_reason or reason
-        self._shutdown()
+        if self.close_code is None or not self.closing:
+            self.close_code, self.close_reason = code, reason
+        self._finish()
 
-    def _broken(self) -> None:
+    def _lost(self) -> None:
         if self.close_code is None:
-            self.close_code, self.close_reason = 1006, "connection lost"
-        self._shutdown()
+            self.close_code, self.close_reason = CloseCode.ABNORMAL, "connection lost"
+        self._finish()
 
-    def _shutdown(self) -> None:
+    def _finish(self) -> None:
+        """End the connection now: stop the watchers, close our descriptor."""
         if self.closed:
             return
         self.closed = True
+        if self.close_code is None:
+            self.close_code = CloseCode.ABNORMAL
         self.snapshot = None
         self.partial = None
         self.control.clear()
         self._disarm()
+        for watcher in (self._reader, self._writer, self._close_timer):
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+        self._reader = self._writer = self._close_timer = None
         try:
-            self.raw.shutdown(socket.SHUT_RDWR)  # wakes the reader with EOF
+            self.raw.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.raw.close()
+        self.handler.on_closed(self)
 
-    # --- reading (runs in the request greenlet) -------------------------
-    def serve(self) -> None:
-        """Read until the connection ends; returns when it has."""
+    # --- reading (a read-watcher callback) -------------------------------
+    def _on_readable(self) -> None:
         try:
-            while not self.closed and not self.finished:
-                try:
-                    data = self.sock.recv(self.RECV_BYTES)
-                except OSError as exc:
-                    if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.EBADF):
-                        log.debug("recv failed: %s", exc)
-                    break
-                if not data:
-                    break
-                try:
-                    self.proto.receive_data(data)
-                    for event in self.proto.events():
-                        self._on_event(event)
-                        if self.closed or self.finished:
-                            break
-                except LocalProtocolError:
-                    break
-        finally:
-            self._finish()
+            data = self.raw.recv(self.RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._lost()
+            return
+        if not data:
+            if self.closing:
+                self._finish()
+            else:
+                self._lost()
+            return
+        try:
+            self.proto.receive_data(data)
+            for event in self.proto.events():
+                self._on_event(event)
+                if self.closed:
+                    return
+        except LocalProtocolError:
+            self._lost()
+        except Exception:  # one client's failure must not reach the loop
+            log.exception("client handling failed", extra={"fields": {
+                "event": "client_error", "client": self.id}})
+            self.abort(1011, "internal error")
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, TextMessage):
             if self.closing:
                 return
-            self._in_len += len(event.data.encode("utf-8")) if not event.data.isascii() else len(event.data)
+            data = event.data
+            self._in_len += len(data) if data.isascii() else len(data.encode("utf-8"))
             if self._in_len > self.max_message_bytes:
                 self._in_chunks.clear()
                 self.close(CloseCode.TOO_BIG, f"message too big: limit is {self.max_message_bytes} bytes")
                 return
-            self._in_chunks.append(event.data)
+            self._in_chunks.append(data)
             if event.message_finished:
                 text = "".join(self._in_chunks)
                 self._in_chunks.clear()
@@ -319,8 +342,7 @@ class ClientConnection:
             self._awaiting_pong = False
         elif isinstance(event, CloseConnection):
             if self.closing:
-                self.finished = True  # the client answered our close
-                self._shutdown()
+                self._finish()  # the client answered our close
             else:
                 # The client's close (echo its code), or wsproto's verdict on
                 # a malformed frame (1002, or 1007 for text that is not UTF-8).
@@ -344,17 +366,3 @@ class ClientConnection:
         self._awaiting_pong = True
         self.send_control(frame)
         return True
-
-    def _finish(self) -> None:
-        if self.close_code is None:
-            self.close_code = 1006 if not self.closing else self.close_code
-        self._shutdown()
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
-        if self._close_timer is not None:
-            self._close_timer.close()
-            self._close_timer = None
-        # flask-sock would send its own close frame after us: tell it we are done.
-        self._ws.connected = False
-        self.handler.on_closed(self)

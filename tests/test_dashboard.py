@@ -299,3 +299,19 @@ def test_phone_width_renders_without_horizontal_overflow(stack, redis_proc, sim,
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     (artifacts / "dashboard-phone.png").write_bytes(base64.b64decode(shot["data"]))
     page.assert_no_script_errors()
+
+
+def test_data_age_is_measured_on_the_servers_clock(stack, redis_proc, sim, browser) -> None:
+    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1)
+    # This browser's clock runs two minutes fast, as a phone's may.
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const realNow = Date.now;
+        Date.now = () => realNow() + 120000;
+    """})
+    page = Dashboard(browser)
+    page.open(inst.url + "/")
+    page.wait(shows_live_data, "live data")
+    time.sleep(1.5)  # past the clock ping and at least one tick of the age
+    v = page.view()
+    assert v["age"] in ("0 s", "1 s") and not v["stale_shown"], v
+    page.assert_no_script_errors()

@@ -37,6 +37,8 @@
     closeCode: null,
     announce: false,      // log who serves us on the first message after an open
     dropped: 0,
+    clockOffsetMs: 0,     // server clock minus ours, from a ping on each connect
+    pingSentMs: 0,
     rows: new Map(),      // symbol -> <tr>, kept so a price change can flash
     history: new Map(),   // "event|node|epoch" -> {event, node, epoch, ts, reason}
   };
@@ -65,6 +67,10 @@
       state.attempt = 0;
       state.announce = true;
       setConn("live", "live");
+      // Ages are measured against the server's clock: a phone whose clock is
+      // off by a minute must not call fresh data stale.
+      state.pingSentMs = Date.now();
+      ws.send(JSON.stringify({op: "ping", id: "clock"}));
     };
     ws.onmessage = (ev) => onMessage(ev.data);
     // An error is always followed by close, which does the work.
@@ -119,6 +125,20 @@
     if (typeof msg.served_by === "string") setServedBy(msg.served_by);
     if (msg.type === "snapshot") onSnapshot(msg);
     else if (msg.type === "stale") onStale(msg);
+    else if (msg.type === "pong" && msg.id === "clock") onClock(msg);
+  }
+
+  function onClock(m) {
+    const server = Date.parse(m.ts);
+    const now = Date.now();
+    if (!Number.isFinite(server) || !state.pingSentMs) return;
+    state.clockOffsetMs = server - (state.pingSentMs + now) / 2;
+    renderAge();
+    renderStale();
+  }
+
+  function serverNow() {
+    return Date.now() + state.clockOffsetMs;
   }
 
   function compareKey(epoch, seq) {
@@ -140,14 +160,14 @@
     }
     state.key = [m.epoch, m.seq];
     const fetched = Date.parse(m.fetched_at);
-    state.fetchedAtMs = Number.isFinite(fetched) ? fetched : Date.now();
+    state.fetchedAtMs = Number.isFinite(fetched) ? fetched : serverNow();
     state.serverStale = m.stale === true;
     ui.epoch.textContent = String(m.epoch);
     ui.seq.textContent = String(m.seq);
     if (typeof m.leader === "string" && m.leader !== state.leader) {
       state.leader = m.leader;
       ui.leader.textContent = m.leader;
-      addHistory({event: "seen", node: m.leader, epoch: m.epoch, ts: Date.now() / 1000});
+      addHistory({event: "seen", node: m.leader, epoch: m.epoch, ts: serverNow() / 1000});
       renderHistory();
     }
     const data = isObject(m.data) ? m.data : {};
@@ -294,7 +314,7 @@
   }
 
   function ageSeconds() {
-    return state.fetchedAtMs == null ? null : Math.max(0, (Date.now() - state.fetchedAtMs) / 1000);
+    return state.fetchedAtMs == null ? null : Math.max(0, (serverNow() - state.fetchedAtMs) / 1000);
   }
 
   function renderAge() {
@@ -347,7 +367,7 @@
 
   function addHistory(e) {
     const epoch = Number.isFinite(e.epoch) ? e.epoch : null;
-    const entry = {event: e.event, node: e.node, epoch, ts: Number(e.ts) || Date.now() / 1000,
+    const entry = {event: e.event, node: e.node, epoch, ts: Number(e.ts) || serverNow() / 1000,
                    reason: typeof e.reason === "string" ? e.reason : ""};
     const id = `${entry.event}|${entry.node}|${epoch}`;
     if (!state.history.has(id)) state.history.set(id, entry);
@@ -364,7 +384,7 @@
       const li = document.createElement("li");
       li.className = `ev-${e.event}`;
       const what = e.event === "seen" ? "leading (seen in data)" : e.event;
-      li.append(cell("time", clock(e.ts * 1000)), " ", cell("strong", what), " ", cell("code", e.node),
+      li.append(cell("time", clock(e.ts * 1000 - state.clockOffsetMs)), " ", cell("strong", what), " ", cell("code", e.node),
         e.epoch == null ? "" : ` epoch ${e.epoch}`, e.reason ? ` (${e.reason})` : "");
       return li;
     }));

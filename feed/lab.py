@@ -455,6 +455,15 @@ class Cluster:
                 raise TimeoutError(f"no snapshot within {timeout}s")
             time.sleep(0.02)
 
+    def cached_snapshot(self) -> dict[str, Any] | None:
+        """``GET latest_market_data`` decoded, with ``fetched_at`` in unix seconds."""
+        raw = self.redis.get(self.keys.data)
+        if raw is None:
+            return None
+        snap = json.loads(raw)
+        snap["fetched_at"] = parse_iso(snap["fetched_at"])
+        return snap
+
     def events(self, count: int = 10_000) -> list[dict[str, Any]]:
         """The leadership history (``websocket:events``), oldest first; ``ts`` in seconds."""
         return recent_events(self.redis, self.keys, count)

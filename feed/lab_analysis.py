@@ -224,14 +224,13 @@ def simulate_original(kind: str, fault_at: float, *, nodes: int = 3,
     releases only after its server has drained, and the platform kills it
     before that, so the lock runs out as after a crash); ``pause`` (frozen
     for ``pause_s``, default TTL + 1 s). Nodes start at random moments
-    within one heartbeat; the fault hits whoever leads at ``fault_at``.
+    within one heartbeat; the fault hits whoever leads at ``fault_at`` (if
+    nobody leads yet, the first node to lead after it).
     """
     tm = timing or OriginalTiming()
     rng = rng or random.Random()
     if kind not in ("crash", "graceful", "pause"):
         raise ValueError(f"unknown fault kind {kind!r}")
-    if fault_at <= 2 * tm.heartbeat:
-        raise ValueError("fault_at must leave time for a first election (two heartbeats)")
     if pause_s is None:
         pause_s = tm.lock_ttl + 1.0
     tail = tail if tail is not None else 3 * tm.fetch_interval
@@ -257,14 +256,17 @@ def simulate_original(kind: str, fault_at: float, *, nodes: int = 3,
     seen: dict[int, list[tuple[float, float]]] = {n: [] for n in range(nodes)}  # (time, fetched_at)
     lag: list[float] = []
     target: int | None = None
+    postponed = False
 
     while queue:
         t, due, n, loop = heapq.heappop(queue)
         if target is None and t >= fault_at:
-            if holder is not None and expiry > fault_at:
+            if holder is not None and expiry > t:
                 target = holder
+                if postponed:
+                    fault_at = t
             else:  # nobody leads at this instant: hit the next one that does
-                fault_at = t
+                postponed = True
         if n == target:
             if kind != "pause":
                 continue  # gone, and the lock stays until it runs out

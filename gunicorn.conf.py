@@ -74,6 +74,19 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
+    """A worker ended (a crash, or a normal stop): clean up after it."""
+    import subprocess
+    import sys
+
+    from feed.identity import node_prefix
+
+    # If the dead worker led, hand over now rather than when its lock expires
+    # (feed/reaper.py). A separate process: the master must not import redis.
+    # A worker that stopped normally has released already; this is a no-op.
+    prefix = node_prefix(os.environ.get("RAILWAY_REPLICA_ID"), worker.pid)
+    subprocess.Popen([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
+                     stdin=subprocess.DEVNULL, start_new_session=True,
+                     cwd=os.path.dirname(os.path.abspath(__file__)))
     # Drop the dead worker's live gauges from the aggregated metrics.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

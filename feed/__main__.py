@@ -3,6 +3,7 @@
     status   the cluster view, read straight from Redis (REDIS_URL)
     sim      run the simulated exchange
     node     run one headless node (election + feed, no web server)
+    reap     release the lock held by a dead worker process
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ COMMANDS = {
     "status": ("feed.cluster_status", "print who leads, the epoch and recent leadership events"),
     "sim": ("feed.simulator", "run the simulated exchange (python -m feed sim --port 8090)"),
     "node": ("feed.standalone", "run one headless node: election and feed, no web server"),
+    "reap": ("feed.reaper", "release the lock of a dead worker (run by the Gunicorn master)"),
 }
 
 

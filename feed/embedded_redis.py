@@ -128,7 +128,9 @@ class RedisProcess:
             sock.settimeout(timeout)
             sock.connect(address)
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            reply = sock.recv(64)
+            # A server with a password answers NOAUTH: it is up all the same.
+            return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
 
     @property
     def running(self) -> bool:

@@ -10,9 +10,6 @@ Either way each new snapshot reaches ``listener`` exactly once, in
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,23 +21,17 @@ from .config import Settings, redact_url
 from .election import Election, Role
 from .envelope import Envelope, EnvelopeError
 from .errors import FetchFailed
+from .identity import make_node_id
 from .logs import log_event
 from .store import SnapshotStore
 
-__all__ = ["FeedNode", "make_node_id"]
+__all__ = ["FeedNode"]
 
 log = logging.getLogger("feed.node")
 
 Fetch = Callable[[], dict]
 Listener = Callable[[Envelope], None]
 EventSink = Callable[..., None]
-
-
-def make_node_id(replica_id: str | None = None, pid: int | None = None) -> str:
-    """``ws-<replica or host>-<pid>-<random>``: unique per process, readable."""
-    where = (replica_id or socket.gethostname() or "host")[:12]
-    where = "".join(c if c.isalnum() else "-" for c in where).strip("-") or "host"
-    return f"ws-{where}-{pid or os.getpid()}-{secrets.token_hex(2)}"
 
 
 class FeedNode:

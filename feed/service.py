@@ -18,9 +18,10 @@ from .cluster_status import cluster_view
 from .config import Settings, redact_url
 from .errors import MarketfeedError
 from .hub import Hub
+from .identity import make_node_id
 from .logs import log_event, redact_text
 from .metrics import Metrics
-from .node import FeedNode, make_node_id
+from .node import FeedNode
 from .redis_client import connect
 
 __all__ = ["FeedService", "ServiceNotConfigured"]
@@ -40,7 +41,8 @@ class FeedService:
                 "REDIS_URL is not set: run under `gunicorn -c gunicorn.conf.py` (it starts an "
                 "embedded Redis when REDIS_URL is unset) or set REDIS_URL=redis://host:6379/0")
         self.settings = settings
-        self.node_id = node_id or settings.node_id or make_node_id(settings.replica_id)
+        # Never NODE_ID here: every worker must be a candidate of its own.
+        self.node_id = node_id or make_node_id(settings.replica_id)
         self.metrics = Metrics(self.node_id)
         self.client = connect(settings.redis_url, settings.redis_timeout)
         self._fetcher: Any = None

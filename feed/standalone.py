@@ -21,8 +21,9 @@ import gevent.event  # noqa: E402
 
 from .config import ConfigError, Settings  # noqa: E402
 from .fake_source import fake_fetcher  # noqa: E402
+from .identity import make_node_id  # noqa: E402
 from .logs import configure_logging, log_event  # noqa: E402
-from .node import FeedNode, make_node_id  # noqa: E402
+from .node import FeedNode  # noqa: E402
 from .redis_client import connect  # noqa: E402
 
 log = logging.getLogger("feed.standalone")

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-import requests
 import websocket
 
-from feed.embedded_redis import free_port
-from tests.support.procs import LoggedProcess, child_env
+from feed.lab import ServiceInstance
 
 # Scaled-down timing for tests: same rules as the defaults, faster.
 FAST_ENV = {
@@ -27,49 +24,24 @@ FAST_ENV = {
 }
 
 
-class Instance:
-    """One ``gunicorn -c gunicorn.conf.py`` process tree on a free port."""
+class Instance(ServiceInstance):
+    """One ``gunicorn -c gunicorn.conf.py`` process tree on a free port.
+
+    The lab's instance (:class:`feed.lab.ServiceInstance`) with the tests'
+    scaled-down timing and two workers by default.
+    """
 
     def __init__(self, name: str, *, workers: int = 2, redis_url: str | None = None,
                  sim_url: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.port = free_port()
-        self.workers = workers
-        extra = {**FAST_ENV, "PORT": str(self.port), "WEB_CONCURRENCY": str(workers),
-                 "RAILWAY_REPLICA_ID": name}
-        if redis_url:
-            extra["REDIS_URL"] = redis_url
-        if sim_url:
-            extra["SIM_URL"] = sim_url
-        extra.update(env or {})
-        args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-        self.proc = LoggedProcess(args, child_env(**extra), name=name)
-        self.nodes: dict[str, int] = {}  # node id -> worker pid
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        super().__init__(name, workers=workers, redis_url=redis_url, sim_url=sim_url,
+                         env={**FAST_ENV, **(env or {})})
 
     def wait_ready(self, timeout: float = 30.0) -> Instance:
-        deadline = time.monotonic() + timeout
-        while len(self.proc.events("worker_ready")) < self.workers:
-            if not self.proc.alive():
-                raise AssertionError(f"{self.name} exited:\n" + "\n".join(self.proc.raw[-40:]))
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} not ready:\n" + "\n".join(self.proc.raw[-40:]))
-            time.sleep(0.05)
-        self.nodes = {e["node"]: e["pid"] for e in self.proc.events("worker_ready")}
+        try:
+            super().wait_ready(timeout)
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
         return self
-
-    def get(self, path: str, **kw: object) -> requests.Response:
-        return requests.get(self.url + path, timeout=5, **kw)
-
-    def stop(self) -> int | None:
-        return self.proc.stop(15)
 
 
 @dataclass

@@ -4,7 +4,8 @@
 and N Gunicorn instances of the service with W workers each, exactly as
 ``gunicorn -c gunicorn.conf.py`` runs in production; only the timing may be
 scaled down. It can find the leader worker and kill (SIGKILL), stop
-(SIGTERM) or pause (SIGSTOP, then SIGCONT) it, read the leadership history
+(SIGTERM) or pause (SIGSTOP, then SIGCONT) it, or kill its whole instance
+(and start it again); read the leadership history
 (the ``websocket:events`` stream) and the exchange's call counts, and attach
 WebSocket clients that record every message with its receive time::
 
@@ -49,7 +50,11 @@ __all__ = ["Cluster", "Fault", "FeedClient", "Received", "ServiceInstance", "Tim
 
 log = logging.getLogger("feed.lab")
 
-KINDS = {"crash": signal.SIGKILL, "graceful": signal.SIGTERM, "pause": signal.SIGSTOP}
+# What each fault sends to the leader worker; an instance crash sends SIGKILL
+# to the worker's whole instance (master and workers: a host or container
+# crash, where no master is left to clean up after the worker).
+KINDS = {"crash": signal.SIGKILL, "graceful": signal.SIGTERM, "pause": signal.SIGSTOP,
+         "instance_crash": signal.SIGKILL}
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class WorkerRef:
 class Fault:
     """A signal sent to a worker; ``t`` is Redis TIME read just before sending it."""
 
-    kind: str  # crash | graceful | pause
+    kind: str  # crash | graceful | pause | instance_crash
     node: str
     pid: int
     instance: str
@@ -122,8 +127,20 @@ class ServiceInstance:
         if sim_url:
             extra["SIM_URL"] = sim_url
         extra.update(env or {})
+        self._env = child_env(**extra)
+        self._retired: list[LoggedProcess] = []
+        self.proc = self._launch()
+
+    def _launch(self) -> LoggedProcess:
         args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
-        self.proc = LoggedProcess(args, child_env(**extra), name=name)
+        return LoggedProcess(args, self._env, name=self.name)
+
+    def respawn(self, timeout: float = 30.0) -> ServiceInstance:
+        """Start the instance again on the same port (after it was killed); wait until ready."""
+        self.proc.stop(5)
+        self._retired.append(self.proc)
+        self.proc = self._launch()
+        return self.wait_ready(timeout)
 
     @property
     def url(self) -> str:
@@ -147,7 +164,7 @@ class ServiceInstance:
 
     def workers_seen(self) -> dict[str, int]:
         """Every worker this instance has started (node id -> pid), also dead ones."""
-        return {e["node"]: e["pid"] for e in self.proc.events("worker_ready")}
+        return {e["node"]: e["pid"] for p in (*self._retired, self.proc) for e in p.events("worker_ready")}
 
     @property
     def nodes(self) -> dict[str, int]:
@@ -490,12 +507,15 @@ class Cluster:
 
     # --- faults ---------------------------------------------------------
     def signal_leader(self, kind: str) -> Fault:
-        """Send the leader worker the signal for ``kind`` (crash, graceful, pause)."""
+        """Send the leader worker the signal for ``kind`` (see ``KINDS``)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         target = self.wait_leader()
         t = self.redis_time()  # read first: it is the start of the measured outage
-        os.kill(target.pid, KINDS[kind])
+        if kind == "instance_crash":
+            os.killpg(target.instance.proc.pid, KINDS[kind])
+        else:
+            os.kill(target.pid, KINDS[kind])
         fault = Fault(kind, target.node, target.pid, target.instance.name, t)
         self.faults.append(fault)
         log_event(log, "lab_fault", kind=kind, node=target.node, pid=target.pid,
@@ -505,6 +525,17 @@ class Cluster:
     def kill_leader(self) -> Fault:
         """SIGKILL the leader worker: a crash; its lock stays until the TTL runs out."""
         return self.signal_leader("crash")
+
+    def kill_leader_instance(self) -> Fault:
+        """SIGKILL the leader's whole instance; :meth:`respawn` brings it back."""
+        return self.signal_leader("instance_crash")
+
+    def respawn(self, fault: Fault) -> ServiceInstance:
+        """Start the instance an ``instance_crash`` killed again, on the same port."""
+        inst = next(i for i in self.instances if i.name == fault.instance)
+        inst.respawn(self.ready_timeout)
+        log_event(log, "lab_respawned", instance=inst.name, pid=inst.proc.pid)
+        return inst
 
     def stop_leader(self) -> Fault:
         """SIGTERM the leader worker: a graceful stop (it releases the lock at once)."""

@@ -63,7 +63,7 @@ class Term:
     start: float
     end: float
     lock_until: float
-    ended_by: str  # released | stepped_down | lost | expired | crash | graceful | pause | running
+    ended_by: str  # released | stepped_down | lost | expired | running, or the fault's kind
 
 
 def leadership_terms(events: Sequence[dict[str, Any]], faults: Iterable[Any] = (),
@@ -220,7 +220,8 @@ def simulate_original(kind: str, fault_at: float, *, nodes: int = 3,
                       rng: random.Random | None = None, tail: float | None = None) -> OriginalTrial:
     """One run of the original algorithm with a fault of ``kind`` at ``fault_at`` s.
 
-    ``kind``: ``crash`` (SIGKILL); ``graceful`` (SIGTERM: the original
+    ``kind``: ``crash`` or ``instance_crash`` (SIGKILL; the original ran one
+    process per instance, so they are the same); ``graceful`` (SIGTERM: the original
     releases only after its server has drained, and the platform kills it
     before that, so the lock runs out as after a crash); ``pause`` (frozen
     for ``pause_s``, default TTL + 1 s). Nodes start at random moments
@@ -229,7 +230,7 @@ def simulate_original(kind: str, fault_at: float, *, nodes: int = 3,
     """
     tm = timing or OriginalTiming()
     rng = rng or random.Random()
-    if kind not in ("crash", "graceful", "pause"):
+    if kind not in ("crash", "instance_crash", "graceful", "pause"):
         raise ValueError(f"unknown fault kind {kind!r}")
     if pause_s is None:
         pause_s = tm.lock_ttl + 1.0

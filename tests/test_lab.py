@@ -138,6 +138,16 @@ def test_faults_history_counts_and_clients_of_a_real_cluster() -> None:
         keys = [(r["epoch"], r["seq"]) for r in rows]
         assert keys == sorted(keys)  # a repeat only on reconnecting, never older
 
+        # A whole instance killed: its lock runs out, then it comes back on its port.
+        crash = lab.kill_leader_instance()
+        acquired = lab.wait_acquired(crash)
+        assert 0 < acquired["ts"] - crash.t <= lab.timing.lock_ttl + 0.5
+        inst = lab.respawn(crash)
+        assert len(inst.nodes) == 1 and crash.node not in inst.nodes
+        assert crash.node in inst.workers_seen()
+        before = len(watcher.snapshots())
+        watcher.wait_snapshots(before + 2)
+
 
 def test_fetch_irregularities_and_gaps() -> None:
     # Every 1 s, one repeat 0.2 s after 3, then nothing from 5 until 8.

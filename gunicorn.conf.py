@@ -82,11 +82,13 @@ def child_exit(server, worker):
 
     # If the dead worker led, hand over now rather than when its lock expires
     # (feed/reaper.py). A separate process: the master must not import redis.
-    # A worker that stopped normally has released already; this is a no-op.
-    prefix = node_prefix(os.environ.get("RAILWAY_REPLICA_ID"), worker.pid)
-    subprocess.Popen([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
-                     stdin=subprocess.DEVNULL, start_new_session=True,
-                     cwd=os.path.dirname(os.path.abspath(__file__)))
+    # While the master is stopping (its listeners closed) workers exit after
+    # releasing their lock themselves, so there is nothing to reap.
+    if getattr(server, "LISTENERS", None):
+        prefix = node_prefix(os.environ.get("RAILWAY_REPLICA_ID"), worker.pid)
+        subprocess.Popen([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
+                         stdin=subprocess.DEVNULL, start_new_session=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
     # Drop the dead worker's live gauges from the aggregated metrics.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

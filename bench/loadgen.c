@@ -9,12 +9,15 @@
  *     --deflate      offer permessage-deflate (as browsers do); inflate replies
  *     --socketio     speak Engine.IO v4 / Socket.IO v5 over the WebSocket
  *     --connect-rate N   new connections per second (default 2000)
+ *     --reconnect    reopen a connection 200 ms after it ends (soak tests)
  *
  * Each received message whose text contains "bench_t":<unix seconds> and
  * "bench_id":<n> yields a latency sample (arrival - bench_t). On exit it
  * prints one JSON line per bench_id: clients reached, p50/p99/max latency and
  * the spread (last arrival - first arrival), then a summary line with its own
- * CPU time. Server pings are answered (masked pongs; Engine.IO "3").
+ * CPU time and, per client slot, the longest time without any message (the
+ * gap spans reconnections). Server pings are answered (masked pongs;
+ * Engine.IO "3").
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -48,6 +51,10 @@ typedef struct {
     z_stream z;
     int zinit;
     int sio_ready;
+    double last_msg;   /* arrival of the last message, 0 before the first */
+    double max_gap;    /* longest time between two messages */
+    double reopen_at;  /* when to reconnect (with --reconnect), 0 = not due */
+    int reconnects;
 } conn_t;
 
 typedef struct {
@@ -59,7 +66,7 @@ typedef struct {
 static series_t series[MAX_IDS];
 static int max_id = -1;
 static long messages = 0, opened = 0, closed_n = 0, failed = 0;
-static int opt_deflate = 0, opt_sio = 0;
+static int opt_deflate = 0, opt_sio = 0, opt_reconnect = 0;
 static char inflate_buf[1 << 20];
 
 static double now(void) {
@@ -119,6 +126,8 @@ static void send_frame(int fd, int opcode, const char *payload, size_t n) {
 }
 
 static void on_text(conn_t *c, const char *text, size_t n, double t) {
+    if (c->last_msg > 0 && t - c->last_msg > c->max_gap) c->max_gap = t - c->last_msg;
+    c->last_msg = t;
     if (!opt_sio) {
         record(text, n, t);
         return;
@@ -208,6 +217,30 @@ static void send_handshake(conn_t *c, const char *host, const char *path) {
     c->state = HANDSHAKE;
 }
 
+static void open_conn(int ep, conn_t *c, uint32_t idx, struct addrinfo *ai) {
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    c->len = 0;
+    c->deflate = opt_deflate;
+    c->sio_ready = 0;
+    if (c->zinit) {
+        inflateEnd(&c->z);
+        c->zinit = 0;
+    }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    connect(c->fd, ai->ai_addr, ai->ai_addrlen);
+    c->state = CONNECTING;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = idx};
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+/* A connection ended: close it and, with --reconnect, schedule a new one. */
+static void end_conn(conn_t *c, double t) {
+    c->state = CLOSED;
+    close(c->fd);
+    if (opt_reconnect) c->reopen_at = t + 0.2;
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -226,6 +259,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--deflate")) opt_deflate = 1;
         else if (!strcmp(argv[i], "--socketio")) opt_sio = 1;
         else if (!strcmp(argv[i], "--connect-rate") && i + 1 < argc) rate = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reconnect")) opt_reconnect = 1;
     }
     struct addrinfo hints = {0}, *ai;
     hints.ai_family = AF_INET;
@@ -245,17 +279,20 @@ int main(int argc, char **argv) {
         /* Open connections at the configured rate. */
         int due = (int)((now() - start) * rate) + 1;
         while (next < count && next < due) {
-            conn_t *c = &conns[next];
-            c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-            c->buf = malloc(BUF);
-            c->deflate = opt_deflate;
-            int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            connect(c->fd, ai->ai_addr, ai->ai_addrlen);
-            c->state = CONNECTING;
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = (uint32_t)next};
-            epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+            conns[next].buf = malloc(BUF);
+            open_conn(ep, &conns[next], (uint32_t)next, ai);
             next++;
+        }
+        if (opt_reconnect) {
+            double tn = now();
+            for (int i = 0; i < next; i++) {
+                conn_t *c = &conns[i];
+                if (c->state == CLOSED && c->reopen_at > 0 && c->reopen_at <= tn) {
+                    c->reopen_at = 0;
+                    c->reconnects++;
+                    open_conn(ep, c, (uint32_t)i, ai);
+                }
+            }
         }
         int n = epoll_wait(ep, evs, 1024, 10);
         double t = now();
@@ -267,9 +304,8 @@ int main(int argc, char **argv) {
                 socklen_t el = sizeof err;
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
                 if (err) {
-                    c->state = CLOSED;
                     failed++;
-                    close(c->fd);
+                    end_conn(c, t);
                     continue;
                 }
                 send_handshake(c, hostport, path);
@@ -283,8 +319,7 @@ int main(int argc, char **argv) {
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
                     if (c->state == OPEN) closed_n++;
                     else failed++;
-                    c->state = CLOSED;
-                    close(c->fd);
+                    end_conn(c, t);
                     break;
                 }
                 if (r < 0) break;
@@ -293,9 +328,8 @@ int main(int argc, char **argv) {
                     char *eoh = memmem(c->buf, c->len, "\r\n\r\n", 4);
                     if (!eoh) continue;
                     if (memcmp(c->buf, "HTTP/1.1 101", 12) != 0) {
-                        c->state = CLOSED;
                         failed++;
-                        close(c->fd);
+                        end_conn(c, t);
                         break;
                     }
                     c->deflate = memmem(c->buf, (size_t)(eoh - (char *)c->buf), "permessage-deflate", 18) != NULL;
@@ -306,6 +340,11 @@ int main(int argc, char **argv) {
                     opened++;
                 }
                 parse_frames(c, t);
+                if (c->state == CLOSED) { /* a close frame */
+                    closed_n++;
+                    end_conn(c, t);
+                    break;
+                }
                 if (c->len == BUF) c->len = 0; /* a frame larger than the buffer: drop it */
             }
         }
@@ -313,8 +352,18 @@ int main(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    int deflated = 0;
-    for (int i = 0; i < next; i++) deflated += conns[i].zinit;
+    int deflated = 0, reconnects = 0;
+    double *gaps = malloc(sizeof(double) * (size_t)(next ? next : 1));
+    double tend = now();
+    for (int i = 0; i < next; i++) {
+        conn_t *c = &conns[i];
+        deflated += c->zinit;
+        reconnects += c->reconnects;
+        double g = c->max_gap;
+        if (c->last_msg > 0 && tend - c->last_msg > g) g = tend - c->last_msg;
+        gaps[i] = c->last_msg > 0 ? g : seconds;
+    }
+    qsort(gaps, (size_t)next, sizeof(double), cmp);
     for (int id = 0; id <= max_id; id++) {
         series_t *s = &series[id];
         if (!s->n) continue;
@@ -325,7 +374,9 @@ int main(int argc, char **argv) {
                s->lat[s->n - 1] * 1e3, (s->last - s->first) * 1e3);
     }
     printf("{\"summary\":true,\"connections\":%d,\"opened\":%ld,\"failed\":%ld,\"closed_by_server\":%ld,"
-           "\"messages\":%ld,\"inflating\":%d,\"cpu_s\":%.3f,\"wall_s\":%.3f}\n",
-           next, opened, failed, closed_n, messages, deflated, cpu, now() - start);
+           "\"reconnects\":%d,\"messages\":%ld,\"inflating\":%d,\"cpu_s\":%.3f,\"wall_s\":%.3f,"
+           "\"max_gap_s\":%.3f,\"p99_gap_s\":%.3f,\"median_gap_s\":%.3f}\n",
+           next, opened, failed, closed_n, reconnects, messages, deflated, cpu, now() - start,
+           next ? gaps[next - 1] : 0.0, next ? gaps[(size_t)(next * 0.99)] : 0.0, next ? gaps[next / 2] : 0.0);
     return 0;
 }

@@ -93,11 +93,28 @@ class Hub:
         frame = text_frame(env.client_json(self.served_by, stale))
         self.latest, self.latest_frame, self.latest_stale = env, frame, stale
         written = superseded = 0
+        size = len(frame)
         for client in list(self.clients):
+            written += 1
+            # The common case inlined (ClientConnection.offer_snapshot is the
+            # general one): nothing queued, so one non-blocking send. This
+            # loop is the per-client cost of a broadcast.
+            if client.partial is None and client.snapshot is None and not client.control \
+                    and not client.closing:
+                try:
+                    n = client.raw.send(frame)
+                except (BlockingIOError, InterruptedError):
+                    n = 0
+                except OSError:
+                    n = -1
+                if n == size:
+                    client.sent += 1
+                else:
+                    client.continue_snapshot(frame, n)
+                continue
             if client.snapshot is not None:
                 superseded += 1  # a slow client's unsent snapshot is replaced by this one
             client.offer_snapshot(frame)
-            written += 1
         self.broadcasts += 1
         self.snapshots_sent += written
         if self.metrics is not None:

@@ -170,6 +170,16 @@ class ClientConnection:
         self._pump()
         return False
 
+    def continue_snapshot(self, frame: bytes, written: int) -> None:
+        """After the hub's own first ``send`` of ``frame`` wrote ``written`` bytes (-1: failed)."""
+        if written < 0:
+            self._lost()
+            return
+        self.sent += 1
+        self.partial = memoryview(frame)[written:]
+        self.last_progress = time.monotonic()
+        self._arm()
+
     def send_control(self, frame: bytes) -> None:
         """Queue a frame that must be delivered (reply, pong, ping, close)."""
         if self.closed:

@@ -1,0 +1,136 @@
+"""Soak: 3 instances, a few thousand clients, the leader killed every minute.
+
+Not part of the default run (about 10 minutes):
+
+    .venv/bin/python -m pytest -m soak -s           # SOAK_SECONDS, SOAK_CLIENTS to change
+
+Kills alternate between the leader's worker (SIGKILL; its master replaces
+it and hands leadership over at once, see feed/reaper.py) and the leader's
+whole instance (SIGKILL to the master and its workers; the lock must expire,
+and the instance is restarted on the same port). Clients come from the C
+load generator, which reconnects a client 200 ms after its connection ends
+and tracks, per client, the longest time without any message.
+
+Asserted: no client goes without fresh data for longer than TTL + 2 s;
+every worker's memory stays under MEMORY_BOUND_MIB; the epoch only grows.
+The figures are written to tests/artifacts/soak.json and docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import psutil
+import pytest
+import redis
+
+from feed.embedded_redis import RedisProcess
+from feed.lab import ServiceInstance
+from feed.simulator import SimulatedExchange
+
+pytestmark = pytest.mark.soak
+
+TTL = 10.0
+FETCH_INTERVAL = 1.0  # worst gap after a whole-instance crash is interval + TTL + a fetch
+MEMORY_BOUND_MIB = 150
+
+
+def leader_of(client: redis.Redis) -> str | None:
+    holder = client.get("websocket:leader")
+    return holder.decode() if holder else None
+
+
+def test_soak(tmp_path, artifacts) -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("the soak's load generator needs gcc (apt-get install gcc zlib1g-dev)")
+    from bench.harness import Loadgen
+
+    seconds = float(os.environ.get("SOAK_SECONDS", "600"))
+    per_instance = int(os.environ.get("SOAK_CLIENTS", "1000"))
+    env = {"FETCH_INTERVAL_SECONDS": str(FETCH_INTERVAL), "LOCK_TTL_SECONDS": str(TTL),
+           "RENEW_INTERVAL_SECONDS": "3", "LEASE_MARGIN_SECONDS": "2", "GRACEFUL_TIMEOUT": "5"}
+    server = RedisProcess(workdir=str(tmp_path / "redis")).start()
+    sim = SimulatedExchange(port=0).start()
+    instances = [ServiceInstance(f"s{i}", workers=2, redis_url=server.url, sim_url=sim.url, env=env)
+                 for i in range(3)]
+    loadgens = []
+    samples: list[dict] = []
+    kills: list[dict] = []
+    try:
+        for inst in instances:
+            inst.wait_ready(60)
+        client = redis.Redis.from_url(server.url)
+        deadline = time.monotonic() + 30
+        while leader_of(client) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loadgens = [Loadgen(inst.port, per_instance, seconds + 15, reconnect=True, rate=500)
+                    for inst in instances]
+        started = time.monotonic()
+        next_kill = started + 60
+        kill_whole_instance = False
+        epochs_seen = [int(client.get("websocket:epoch") or 0)]
+        while time.monotonic() - started < seconds:
+            time.sleep(5)
+            now = time.monotonic()
+            rss = {}
+            for inst in instances:
+                for node, pid in inst.nodes.items():
+                    try:
+                        rss[node] = psutil.Process(pid).memory_info().rss / 2**20
+                    except psutil.NoSuchProcess:
+                        pass
+            samples.append({"t": round(now - started, 1), "rss_mib": rss})
+            epochs_seen.append(int(client.get("websocket:epoch") or 0))
+            if now < next_kill:
+                continue
+            next_kill = now + 60
+            leader = leader_of(client)
+            owner = next((i for i in instances if leader in i.nodes), None)
+            if owner is None:
+                continue
+            if kill_whole_instance:
+                os.killpg(owner.proc.pid, signal.SIGKILL)
+                owner.proc.proc.wait(10)
+                idx = instances.index(owner)
+                instances[idx] = ServiceInstance(owner.name, workers=2, redis_url=server.url,
+                                                 sim_url=sim.url, env=env, port=owner.port).wait_ready(60)
+            else:
+                os.kill(owner.nodes[leader], signal.SIGKILL)
+            kills.append({"t": round(now - started, 1), "leader": leader,
+                          "kind": "instance" if kill_whole_instance else "worker"})
+            kill_whole_instance = not kill_whole_instance
+        results = [lg.result(timeout=120) for lg in loadgens]
+    finally:
+        for lg in loadgens:
+            if lg.proc.poll() is None:
+                lg.proc.kill()
+        for inst in instances:
+            inst.stop()
+        sim.stop()
+        server.close()
+
+    peak = {}
+    for s in samples:
+        for node, mib in s["rss_mib"].items():
+            peak[node] = max(peak.get(node, 0.0), mib)
+    figures = {
+        "seconds": seconds, "clients": per_instance * 3, "kills": kills,
+        "max_gap_s": max(r["max_gap_s"] for r in results),
+        "p99_gap_s": max(r["p99_gap_s"] for r in results),
+        "median_gap_s": max(r["median_gap_s"] for r in results),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "messages": sum(r["messages"] for r in results),
+        "failed_connects": sum(r["failed"] for r in results),
+        "peak_worker_rss_mib": round(max(peak.values()), 1),
+        "rss_samples": samples,
+    }
+    (artifacts / "soak.json").write_text(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k != "rss_samples"}, indent=2))
+    assert len(kills) >= max(1, int(seconds // 60) - 1)
+    assert figures["max_gap_s"] <= TTL + 2, figures["max_gap_s"]
+    assert figures["peak_worker_rss_mib"] <= MEMORY_BOUND_MIB
+    assert epochs_seen == sorted(epochs_seen)

@@ -20,8 +20,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import SSLConnection
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+)
 
 from .config import ConfigError, check_redis_url, redact_url
 from .logs import log_event
@@ -135,6 +141,25 @@ def connect(url: str, timeout: float = 2.0, *,
 # --- Sentinel ---------------------------------------------------------------
 
 
+class _SentinelConnection(SentinelManagedConnection):
+    """Reconnects through the sentinels on every path, not only in ``connect()``.
+
+    redis-py 8.1's ``send_packed_command`` reconnects a dropped connection to
+    the address it had, skipping the lookup that ``connect()`` does. So the
+    one retry after ``READONLY`` or a connection error went back to the old
+    master; with this, it goes to whichever server the sentinels name now.
+    """
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
+
+
+class _SentinelSSLConnection(_SentinelConnection, SSLConnection):
+    pass
+
+
 class _FollowingPool(SentinelConnectionPool):
     """A master pool that also moves connections already open when the master changes.
 
@@ -227,7 +252,8 @@ def _connect_sentinel(spec: SentinelURL, timeout: float, interval: float,
     sentinel = Sentinel(list(spec.hosts), sentinel_kwargs=sentinel_kwargs)
     client = sentinel.master_for(
         spec.master, connection_pool_class=_FollowingPool,
-        db=spec.db, username=spec.username, password=spec.password, ssl=spec.ssl, **options,
+        connection_class=_SentinelSSLConnection if spec.ssl else _SentinelConnection,
+        db=spec.db, username=spec.username, password=spec.password, **options,
     )
     client.connection_pool.watch(interval)
     return client

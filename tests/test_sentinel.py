@@ -18,9 +18,12 @@ import redis
 from redis.connection import SSLConnection
 
 from feed.config import ConfigError, Settings, redact_url
+from feed.election import Election
 from feed.embedded import SimProcess
-from feed.embedded_redis import free_port
+from feed.embedded_redis import RedisProcess, free_port
+from feed.envelope import Envelope
 from feed.redis_client import connect, parse_sentinel_url
+from feed.store import SnapshotStore
 from tests.support.sentinel import SentinelCluster
 from tests.support.service import FAST_ENV, Instance, WSClient
 
@@ -114,6 +117,34 @@ def test_redact_url_hides_the_sentinel_password() -> None:
     assert SECRET_Q not in redact_url(f"redis+sentinel://h:1/m?sentinel_password={SECRET_Q}")
 
 
+# --- the Redis settings docs/SENTINEL.md recommends --------------------------------
+
+
+def test_a_master_without_its_replicas_refuses_every_script(tmp_path) -> None:
+    # min-replicas-to-write is what stops a deposed leader writing to an old
+    # master cut off from its replicas: our scripts must be refused whole.
+    args = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "2"]
+    with RedisProcess(workdir=str(tmp_path), extra_args=args) as server:
+        client = connect(server.url, timeout=0.5)
+        admin = redis.Redis.from_url(server.url)
+        election = Election(client, "n1", ttl=2, renew_interval=0.5, margin=0.3)
+        store = SnapshotStore(client)
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            election.try_acquire()
+        assert admin.keys("*") == []  # nothing half-written
+        admin.config_set("min-replicas-to-write", 0)
+        assert election.try_acquire().acquired
+        admin.config_set("min-replicas-to-write", 1)  # the replicas are gone again
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            election.renew()
+        env = Envelope(epoch=election.epoch, seq=1, leader="n1", fetched_at=time.time(), data={})
+        with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+            store.write("n1", env)
+        assert admin.get("latest_market_data") is None
+        client.close()
+        admin.close()
+
+
 # --- the client against real sentinels ------------------------------------------
 
 
@@ -180,6 +211,29 @@ def test_client_follows_a_manual_failover_with_scripts_and_pubsub(sentinels) -> 
                          5, "a message published on the new master")
         assert got
         sub.close()
+    finally:
+        client.close()
+
+
+def test_a_connection_that_lands_on_a_replica_moves_to_the_master(sentinels) -> None:
+    # A lagging sentinel may still name a demoted master (now a replica). The
+    # replica answers our script's first write with READONLY; the connection
+    # drops, asks again and the one retry runs on the real master.
+    client = connect(sentinels.url(), timeout=0.5)
+    try:
+        bump = client.register_script("return redis.call('INCR', KEYS[1])")
+        assert bump(keys=["n"]) == 1  # the script is in use on the master
+        manager = client.connection_pool.sentinel_manager
+        real = manager.discover_master
+        stale = [("127.0.0.1", sentinels.replicas[0].port)]
+        manager.discover_master = lambda name: stale.pop() if stale else real(name)
+        client.connection_pool.disconnect()  # the next command opens a connection
+        assert bump(keys=["n"]) == 2
+        assert not stale, "the stale answer was never used"
+        master = sentinels.client_for(sentinels.master_port())
+        assert int(master.get("n")) == 2
+        replica = sentinels.client_for(sentinels.replicas[0].port)
+        assert int(replica.info("errorstats").get("errorstat_READONLY", {}).get("count", 0)) >= 1
     finally:
         client.close()
 

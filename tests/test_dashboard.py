@@ -265,7 +265,8 @@ def test_stale_state_from_the_server_and_from_the_page_itself(stack, redis_proc,
     requests.post(sim.url + "/_sim/faults", json={"status": 500}, timeout=5).raise_for_status()
     v = page.wait(lambda v: v["stale_shown"], "the stale banner", timeout=15)
     assert "Stale data" in v["stale"] and "failing" in v["stale"]
-    assert int(v["age"].split()[0]) >= 2 and v["conn_state"] == "live"
+    # The server's 2 s, read on the page's clock and rounded down: at least 1.
+    assert int(v["age"].split()[0]) >= 1 and v["conn_state"] == "live"
     assert all_prices(v), "the last known prices should stay on screen"
     browser.save_screenshot(str(artifacts / "dashboard-stale.png"))
 

@@ -132,7 +132,13 @@
     const server = Date.parse(m.ts);
     const now = Date.now();
     if (!Number.isFinite(server) || !state.pingSentMs) return;
-    state.clockOffsetMs = server - (state.pingSentMs + now) / 2;
+    // The server read its clock between our send and receive, so the offset
+    // lies in [lo, hi]. Take the value nearest zero: clocks that agree (as
+    // far as this round trip can tell) are left alone; a skew beyond the
+    // round trip is corrected to within it.
+    const lo = server - now;
+    const hi = server - state.pingSentMs;
+    state.clockOffsetMs = lo > 0 ? lo : hi < 0 ? hi : 0;
     renderAge();
     renderStale();
   }
@@ -330,7 +336,7 @@
         "showing the last known values.";
     } else if (age != null && age > CLIENT_STALE_AFTER_S) {
       text = `Stale data: the last snapshot is ${duration(age)} old` +
-        (state.ws ? "." : " and the service is unreachable.");
+        (state.ws && state.ws.readyState === WebSocket.OPEN ? "." : " and the service is unreachable.");
     }
     ui.banner.hidden = !text;
     ui.banner.textContent = text;

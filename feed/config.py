@@ -239,6 +239,17 @@ class Settings:
 
 def check_redis_url(url: str) -> None:
     """Raise :class:`ConfigError` unless ``url`` is a usable Redis URL."""
+    check_redis_url_shape(url)
+    if urlsplit(url).scheme.endswith("+sentinel"):
+        # Options, database and every address of a Sentinel URL, checked now
+        # rather than in each worker. (Imported here: it imports this module.)
+        from .redis_url import parse_sentinel_url
+
+        parse_sentinel_url(url)
+
+
+def check_redis_url_shape(url: str) -> None:
+    """The checks every Redis URL gets: scheme, host or socket, ports, master name."""
     try:
         parts = urlsplit(url)
         if parts.scheme.endswith("+sentinel"):
@@ -269,19 +280,29 @@ def check_redis_url(url: str) -> None:
 
 
 def redact_url(url: str | None) -> str | None:
-    """The URL with any password replaced by ``***``; safe for logs and pages."""
+    """The URL with any password replaced by ``***``; safe for logs and pages.
+
+    Both places a password can be are masked: the user-info (``:pw@``) and
+    query options whose name contains "password" (``?sentinel_password=``).
+    """
     if not url:
         return url
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None and "@" not in parts.netloc:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hostinfo}" if user else f":***@{hostinfo}"
-    return parts._replace(netloc=netloc).geturl()
+    if "@" in parts.netloc:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{hostinfo}" if user else f":***@{hostinfo}"
+        parts = parts._replace(netloc=netloc)
+    if "password" in parts.query.lower():
+        query = "&".join(
+            f"{key}=***" if "password" in key.lower() else f"{key}={value}" if sep else key
+            for key, sep, value in (item.partition("=") for item in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 # --- environment parsing ------------------------------------------------

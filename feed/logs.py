@@ -18,12 +18,16 @@ from .config import redact_url
 
 __all__ = ["JsonFormatter", "configure_logging", "log_event", "redact_text"]
 
-_URL_WITH_PASSWORD = re.compile(r"\b(rediss?(?:\+sentinel)?|unix|https?)://[^\s'\"]*@[^\s'\"]*")
+# Any URL of these schemes; redact_url masks what is secret in it (user-info
+# passwords, ``?...password=`` options) and leaves the rest as it was.
+_URL = re.compile(r"\b(?:rediss?(?:\+sentinel)?|unix|https?)://[^\s'\"\\]+")
 
 
 def redact_text(text: str) -> str:
     """Replace every URL with credentials inside ``text`` by its redacted form."""
-    return _URL_WITH_PASSWORD.sub(lambda m: redact_url(m.group(0)) or "", text)
+    if "@" not in text and "password" not in text.lower():
+        return text  # the common case: nothing to mask, no regex pass
+    return _URL.sub(lambda m: redact_url(m.group(0)) or "", text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -29,93 +28,19 @@ from redis.sentinel import (
     SentinelManagedConnection,
 )
 
-from .config import ConfigError, check_redis_url, redact_url
+from .config import check_redis_url
 from .logs import log_event
+from .redis_url import SentinelURL, parse_sentinel_url
 
 __all__ = ["SentinelURL", "connect", "parse_sentinel_url"]
 
 log = logging.getLogger("feed.redis")
 
-DEFAULT_SENTINEL_PORT = 26379
 # How often a Sentinel client asks the sentinels who is master, besides on
 # every new connection. It bounds how long a live, not yet demoted old master
 # keeps receiving our commands after the sentinels switched (about 10 s with
 # Sentinel's defaults when nothing else made us reconnect).
 MASTER_CHECK_INTERVAL = 1.0
-
-_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password", "sentinel_ssl")
-
-
-@dataclass(frozen=True)
-class SentinelURL:
-    """A parsed ``redis+sentinel://[user:pass@]h1:p1,h2:p2/master[/db][?options]`` URL.
-
-    ``username``/``password``/``db``/``ssl`` are for the Redis servers;
-    ``sentinel_*`` for the sentinels themselves (by default they get no
-    credentials and the same TLS setting as the servers).
-    """
-
-    hosts: tuple[tuple[str, int], ...]
-    master: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    ssl: bool = False
-    sentinel_username: str | None = None
-    sentinel_password: str | None = None
-    sentinel_ssl: bool = False
-
-    def __repr__(self) -> str:  # never show a password, even in a traceback
-        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
-        return (f"SentinelURL(hosts={hosts!r}, master={self.master!r}, db={self.db}, "
-                f"username={self.username!r}, ssl={self.ssl}, "
-                f"sentinel_username={self.sentinel_username!r}, sentinel_ssl={self.sentinel_ssl})")
-
-
-def parse_sentinel_url(url: str) -> SentinelURL:
-    """Parse a Sentinel URL; a :class:`~feed.config.ConfigError` says what is wrong."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.endswith("+sentinel"):
-        raise ConfigError("REDIS_URL", f"not a sentinel URL: {_redact(url)!r}")
-    # The shared checks (scheme, host:port pairs, master name) without the
-    # query: it may hold the sentinels' password.
-    check_redis_url(url.split("?", 1)[0])
-    netloc, _, path_query = rest.partition("/")
-    path, _, query = path_query.partition("?")
-    userinfo, _, hostlist = netloc.rpartition("@")
-    username = password = None
-    if userinfo:
-        user, _, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) or None
-    hosts = tuple(_sentinel_address(item.strip(), url) for item in hostlist.split(","))
-    parts = [unquote(p) for p in path.split("/") if p]
-    if len(parts) > 2:
-        raise ConfigError("REDIS_URL", f"a sentinel URL's path is /master or /master/db, "
-                                       f"got {'/' + path!r}")
-    db = 0
-    if len(parts) == 2:
-        if not parts[1].isdigit():
-            raise ConfigError("REDIS_URL", f"the database after the master name must be a "
-                                           f"number, got {parts[1]!r}")
-        db = int(parts[1])
-    options = parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(options) - set(_SENTINEL_OPTIONS))
-    if unknown:
-        # Name the option, never its value (it may be a password).
-        raise ConfigError("REDIS_URL", f"unknown sentinel URL option(s) {', '.join(unknown)}; "
-                                       f"known: {', '.join(_SENTINEL_OPTIONS)}")
-    ssl = scheme.startswith("rediss")
-    sentinel_ssl = ssl
-    if "sentinel_ssl" in options:
-        sentinel_ssl = _flag(options["sentinel_ssl"][-1])
-    return SentinelURL(
-        hosts=hosts, master=parts[0], db=db, username=username, password=password, ssl=ssl,
-        sentinel_username=options.get("sentinel_username", [""])[-1] or None,
-        sentinel_password=options.get("sentinel_password", [""])[-1] or None,
-        sentinel_ssl=sentinel_ssl,
-    )
-
 
 def connect(url: str, timeout: float = 2.0, *,
             master_check_interval: float = MASTER_CHECK_INTERVAL, **kwargs: object) -> redis.Redis:
@@ -259,37 +184,5 @@ def _connect_sentinel(spec: SentinelURL, timeout: float, interval: float,
     return client
 
 
-def _sentinel_address(item: str, url: str) -> tuple[str, int]:
-    if item.startswith("["):  # [ipv6]:port
-        host, _, port = item[1:].partition("]")
-        port = port.lstrip(":")
-    else:
-        host, _, port = item.rpartition(":")
-        if not host:
-            host, port = port, ""
-    if not host:
-        raise ConfigError("REDIS_URL", f"empty sentinel address in {_redact(url)!r}")
-    if not port:
-        return host, DEFAULT_SENTINEL_PORT
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("REDIS_URL", f"bad sentinel port in {item!r}")
-    return host, int(port)
-
-
-def _flag(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError("REDIS_URL", f"sentinel_ssl must be true or false, got {raw!r}")
-
-
 def _address(addr: tuple[str, int] | None) -> str | None:
     return None if addr is None else f"{addr[0]}:{addr[1]}"
-
-
-def _redact(url: str) -> str:
-    """``redact_url`` plus the query, which may carry the sentinels' password."""
-    base, sep, _ = url.partition("?")
-    return (redact_url(base) or "") + (f"{sep}***" if sep else "")

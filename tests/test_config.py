@@ -96,3 +96,20 @@ def test_valid_custom_timing_is_accepted() -> None:
     s = Settings.from_env(
         {"LOCK_TTL_SECONDS": "3", "RENEW_INTERVAL_SECONDS": "1", "LEASE_MARGIN_SECONDS": "0.5"})
     assert (s.lock_ttl, s.renew_interval, s.lease_margin) == (3.0, 1.0, 0.5)
+
+
+def test_a_bad_sentinel_url_is_refused_at_start_up() -> None:
+    for url in ("redis+sentinel://h1:26379/mymaster/x", "redis+sentinel://h1:26379/m?bogus=1",
+                "redis+sentinel://h1:26379/m/0/extra"):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({"REDIS_URL": url})
+        assert info.value.setting == "REDIS_URL"
+
+
+def test_redaction_in_free_text() -> None:
+    from feed.logs import redact_text
+
+    text = 'failed: redis://:pw1@h:6379/0 and "redis+sentinel://h:1/m?sentinel_password=pw2"'
+    shown = redact_text(text)
+    assert "pw1" not in shown and "pw2" not in shown
+    assert redact_text("nothing secret: redis://h:6379/0") == "nothing secret: redis://h:6379/0"

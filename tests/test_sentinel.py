@@ -111,10 +111,10 @@ def test_timeouts_and_credentials_reach_sentinels_and_servers() -> None:
         client.close()
 
 
-@pytest.mark.xfail(strict=True, reason="feed.config.redact_url masks only the userinfo password, "
-                                       "not ?sentinel_password= (it reaches logs and /health)")
 def test_redact_url_hides_the_sentinel_password() -> None:
-    assert SECRET_Q not in redact_url(f"redis+sentinel://h:1/m?sentinel_password={SECRET_Q}")
+    shown = redact_url(f"redis+sentinel://:{SECRET_Q}x@h:1/m?sentinel_password={SECRET_Q}&sentinel_ssl=true")
+    assert SECRET_Q not in shown
+    assert shown == "redis+sentinel://:***@h:1/m?sentinel_password=***&sentinel_ssl=true"
 
 
 # --- the Redis settings docs/SENTINEL.md recommends --------------------------------

@@ -364,6 +364,14 @@ int main(int argc, char **argv) {
         gaps[i] = c->last_msg > 0 ? g : seconds;
     }
     qsort(gaps, (size_t)next, sizeof(double), cmp);
+    /* Every latency sample of every broadcast, for overall percentiles. */
+    size_t total = 0;
+    for (int id = 0; id <= max_id; id++) total += series[id].n;
+    double *all = malloc(sizeof(double) * (total ? total : 1));
+    size_t k = 0;
+    for (int id = 0; id <= max_id; id++)
+        for (size_t j = 0; j < series[id].n; j++) all[k++] = series[id].lat[j];
+    qsort(all, total, sizeof(double), cmp);
     for (int id = 0; id <= max_id; id++) {
         series_t *s = &series[id];
         if (!s->n) continue;
@@ -375,8 +383,11 @@ int main(int argc, char **argv) {
     }
     printf("{\"summary\":true,\"connections\":%d,\"opened\":%ld,\"failed\":%ld,\"closed_by_server\":%ld,"
            "\"reconnects\":%d,\"messages\":%ld,\"inflating\":%d,\"cpu_s\":%.3f,\"wall_s\":%.3f,"
-           "\"max_gap_s\":%.3f,\"p99_gap_s\":%.3f,\"median_gap_s\":%.3f}\n",
+           "\"max_gap_s\":%.3f,\"p99_gap_s\":%.3f,\"median_gap_s\":%.3f,"
+           "\"samples\":%zu,\"all_p50_ms\":%.3f,\"all_p99_ms\":%.3f,\"all_max_ms\":%.3f}\n",
            next, opened, failed, closed_n, reconnects, messages, deflated, cpu, now() - start,
-           next ? gaps[next - 1] : 0.0, next ? gaps[(size_t)(next * 0.99)] : 0.0, next ? gaps[next / 2] : 0.0);
+           next ? gaps[next - 1] : 0.0, next ? gaps[(size_t)(next * 0.99)] : 0.0, next ? gaps[next / 2] : 0.0,
+           total, total ? all[total / 2] * 1e3 : 0.0, total ? all[(size_t)(total * 0.99)] * 1e3 : 0.0,
+           total ? all[total - 1] * 1e3 : 0.0);
     return 0;
 }

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     leader = False
     last_seen = 0.0
     emit("started", node=args.node)
+    # Instances start at unrelated moments, so their ticks are out of phase.
+    if stop.wait(random.uniform(0, args.interval)):
+        return 0
     while not stop.wait(args.interval):
         try:
             if leader:

@@ -102,7 +102,9 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
 
     @app.get("/dashboard/<path:name>")
     def dashboard_asset(name: str) -> Any:
-        return send_from_directory(DASHBOARD, name, max_age=60)
+        # Revalidated on every load (a 304 when unchanged), so a deploy never
+        # pairs a cached old script with a new page.
+        return send_from_directory(DASHBOARD, name, max_age=0)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

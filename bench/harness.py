@@ -4,6 +4,7 @@ the publisher, and the figures of the machine.
 Servers under test, each run by Gunicorn with gevent workers on one Redis:
 
 * ``ours``     the service (``gunicorn -c gunicorn.conf.py``);
+* ``ours-1thread``  the same with WS_SEND_THREADS=1 (one thread writes a broadcast);
 * ``naive``    bench/baselines/naive_app.py: flask-sock, ``ws.send`` per client;
 * ``socketio`` bench/baselines/socketio_app.py: Flask-SocketIO + Redis queue.
 
@@ -39,7 +40,7 @@ from feed.lab import ServiceInstance  # noqa: E402
 from feed.lab_procs import LoggedProcess, child_env  # noqa: E402
 
 BUILD = ROOT / "bench" / ".build"
-IMPLS = ("ours", "naive", "socketio")
+IMPLS = ("ours", "ours-1thread", "naive", "socketio")
 
 
 def machine() -> dict[str, Any]:
@@ -156,10 +157,12 @@ def start_server(impl: str, redis_url: str, sim_url: str, *, workers: int = 1,
                  env: dict[str, str] | None = None, name: str = "bench") -> Server:
     """Start ``impl`` with ``workers`` gevent workers; returns when they serve."""
     port = free_port()
-    if impl == "ours":
+    if impl in ("ours", "ours-1thread"):
         # No fetching during the measurement: the benchmark publishes.
         settings = {"FETCH_INTERVAL_SECONDS": "3600", "WS_PING_INTERVAL_SECONDS": "0",
                     "WS_MAX_CLIENTS": "20000", **(env or {})}
+        if impl == "ours-1thread":
+            settings["WS_SEND_THREADS"] = "1"
         inst = ServiceInstance(name, workers=workers, redis_url=redis_url, sim_url=sim_url,
                                env=settings, port=port).wait_ready(60)
         return Server(impl, port, [inst], redis_url, list(inst.nodes.values()))

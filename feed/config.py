@@ -129,6 +129,7 @@ class Settings:
     send_timeout: float = 10.0  # WS_SEND_TIMEOUT_SECONDS: stuck-client limit
     send_buffer: int = 65536  # WS_SEND_BUFFER_BYTES: kernel send buffer per client, 0 = auto
     max_clients: int = 10000  # WS_MAX_CLIENTS: per worker; more get HTTP 503
+    send_threads: int = 2  # WS_SEND_THREADS: OS threads writing one broadcast (1 = none)
     commands_per_second: float = 20.0  # WS_COMMANDS_PER_SECOND (burst x 2)
 
     # -------------------------------------------------------------------
@@ -203,6 +204,8 @@ class Settings:
             raise ConfigError("MAX_RESPONSE_BYTES", "must be at least 1024")
         if self.send_buffer != 0 and not 2048 <= self.send_buffer <= 64 * 1024 * 1024:
             raise ConfigError("WS_SEND_BUFFER_BYTES", "must be 0 (kernel default) or 2048 - 67108864")
+        if not 1 <= self.send_threads <= 64:
+            raise ConfigError("WS_SEND_THREADS", "must be between 1 and 64")
         if self.max_clients < 1:
             raise ConfigError("WS_MAX_CLIENTS", "must be at least 1")
         if not 16 <= self.max_message_bytes <= 1_048_576:
@@ -377,6 +380,7 @@ _ENV: dict[str, _Var] = {
     "send_timeout": _Var("WS_SEND_TIMEOUT_SECONDS", "float"),
     "send_buffer": _Var("WS_SEND_BUFFER_BYTES", "int"),
     "max_clients": _Var("WS_MAX_CLIENTS", "int"),
+    "send_threads": _Var("WS_SEND_THREADS", "int"),
     "commands_per_second": _Var("WS_COMMANDS_PER_SECOND", "float"),
 }
 _VAR = {name: spec.var for name, spec in _ENV.items()}

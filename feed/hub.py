@@ -21,6 +21,7 @@ from .envelope import Envelope, iso_utc
 from .frames import PING, text_frame
 from .logs import log_event
 from .metrics import Metrics
+from .parallel_send import send_to_all
 from .protocol import CommandError, error_message, parse_command
 from .wsconn import ClientConnection, CloseCode
 
@@ -34,6 +35,9 @@ MAX_ERRORS = 20
 
 
 class Hub:
+    # Below this many clients, starting threads costs more than it saves.
+    PARALLEL_FROM = 1000
+
     def __init__(
         self,
         served_by: str,
@@ -46,6 +50,7 @@ class Hub:
         commands_per_second: float = 20.0,
         send_buffer: int = 0,
         max_clients: int = 10000,
+        send_threads: int = 2,
         status: Callable[[], dict] | None = None,
     ) -> None:
         self.served_by = served_by
@@ -57,6 +62,7 @@ class Hub:
         self.commands_per_second = commands_per_second
         self.send_buffer = send_buffer
         self.max_clients = max_clients
+        self.send_threads = send_threads
         self.status = status
         self.clients: set[ClientConnection] = set()
         self.blocked: set[ClientConnection] = set()
@@ -92,29 +98,30 @@ class Hub:
         stale = env.age(time.time()) > self.stale_after
         frame = text_frame(env.client_json(self.served_by, stale))
         self.latest, self.latest_frame, self.latest_stale = env, frame, stale
-        written = superseded = 0
         size = len(frame)
-        for client in list(self.clients):
-            written += 1
-            # The common case inlined (ClientConnection.offer_snapshot is the
-            # general one): nothing queued, so one non-blocking send. This
-            # loop is the per-client cost of a broadcast.
+        ready, behind = [], []
+        for client in self.clients:
+            # Most clients have nothing queued: for them a broadcast is one
+            # non-blocking send (below, possibly from several threads). The
+            # others get the frame in their latest-only slot.
             if client.partial is None and client.snapshot is None and not client.control \
                     and not client.closing:
-                try:
-                    n = client.raw.send(frame)
-                except (BlockingIOError, InterruptedError):
-                    n = 0
-                except OSError:
-                    n = -1
-                if n == size:
-                    client.sent += 1
-                else:
-                    client.continue_snapshot(frame, n)
-                continue
+                ready.append(client)
+            else:
+                behind.append(client)
+        threads = self.send_threads if len(ready) >= self.PARALLEL_FROM else 1
+        results = send_to_all([c.raw for c in ready], frame, threads)
+        for client, n in zip(ready, results, strict=True):
+            if n == size:
+                client.sent += 1
+            else:
+                client.continue_snapshot(frame, n)
+        superseded = 0
+        for client in behind:
             if client.snapshot is not None:
                 superseded += 1  # a slow client's unsent snapshot is replaced by this one
             client.offer_snapshot(frame)
+        written = len(ready) + len(behind)
         self.broadcasts += 1
         self.snapshots_sent += written
         if self.metrics is not None:

@@ -56,7 +56,8 @@ class FeedService:
             ping_interval=settings.ping_interval, send_timeout=settings.send_timeout,
             max_message_bytes=settings.max_message_bytes,
             commands_per_second=settings.commands_per_second, send_buffer=settings.send_buffer,
-            max_clients=settings.max_clients, status=self.node_status,
+            max_clients=settings.max_clients, send_threads=settings.send_threads,
+            status=self.node_status,
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
                              node_id=self.node_id, on_event=self.metrics.on_node_event)

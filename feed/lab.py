@@ -223,6 +223,13 @@ class FeedClient:
         return ws
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # noqa: BLE001 - a silent dead thread would fake a long gap
+            self.error = f"client thread failed: {type(exc).__name__}: {exc}"
+            log_event(log, "lab_client_failed", logging.WARNING, client=self.name, error=self.error)
+
+    def _loop(self) -> None:
         backoff = 0.1
         while not self._closed.is_set():
             code = self._read(self._ws)

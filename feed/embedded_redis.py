@@ -96,7 +96,11 @@ class RedisProcess:
         args += self.extra_args
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.kill()  # never leave a server running that the caller was not given
+            raise
         return self
 
     def _wait_ready(self, timeout: float) -> None:

@@ -3,7 +3,8 @@
 For each server (ours, the naive flask-sock loop, Flask-SocketIO), each K and
 with clients that do / do not offer permessage-deflate, it reports:
 
-* idle RSS per connection (worker RSS growth / K, before any broadcast);
+* RSS per connection (worker RSS growth / K), idle (before any broadcast)
+  and after the broadcasts (per-connection compressors exist by then);
 * fan-out time: publish -> the last client's receipt (median over broadcasts);
 * p50 / p99 latency, publish -> client receipt (medians over broadcasts);
 * server CPU per delivered message, and the load generator's own CPU;
@@ -41,6 +42,7 @@ def run_one(impl: str, size: int, deflate: bool, messages: int, gap: float, rate
                 server.publish(i)
                 time.sleep(gap)
             cpu1 = server.cpu()
+            rss2 = server.rss()
             result = lg.result()
         finally:
             server.stop()
@@ -50,6 +52,8 @@ def run_one(impl: str, size: int, deflate: bool, messages: int, gap: float, rate
         "impl": impl, "clients": size, "deflate_offered": deflate,
         "connected": result["opened"], "compressed": result["inflating"] > 0,
         "rss_kib_per_conn": (rss1 - rss0) / max(1, result["opened"]) / 1024,
+        # After the broadcasts: per-connection compressors exist by then.
+        "rss_active_kib_per_conn": (rss2 - rss0) / max(1, result["opened"]) / 1024,
         "delivered_pct": 100.0 * delivered / max(1, messages * size),
         "fanout_ms": statistics.median(r["max_ms"] for r in per_id) if per_id else float("nan"),
         "p50_ms": statistics.median(r["p50_ms"] for r in per_id) if per_id else float("nan"),
@@ -71,6 +75,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "vs ours": r["impl"], "clients": r["clients"], "deflate offered": r["deflate_offered"],
             "RSS/conn x": r["rss_kib_per_conn"] / base["rss_kib_per_conn"],
+            "RSS/conn after x": r["rss_active_kib_per_conn"] / base["rss_active_kib_per_conn"],
             "fan-out time x": r["fanout_ms"] / base["fanout_ms"],
             "p99 x": r["p99_ms"] / base["p99_ms"],
             "CPU/msg x": r["cpu_us_per_msg"] / base["cpu_us_per_msg"],
@@ -80,7 +85,8 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 COLUMNS = [("impl", "server"), ("clients", "clients"), ("deflate_offered", "deflate offered"),
            ("compressed", "compressed"), ("connected", "connected"), ("delivered_pct", "delivered %"),
-           ("rss_kib_per_conn", "RSS KiB/conn"), ("fanout_ms", "fan-out ms"), ("p50_ms", "p50 ms"),
+           ("rss_kib_per_conn", "idle RSS KiB/conn"), ("rss_active_kib_per_conn", "RSS KiB/conn after"),
+           ("fanout_ms", "fan-out ms"), ("p50_ms", "p50 ms"),
            ("p99_ms", "p99 ms"), ("cpu_us_per_msg", "server CPU µs/msg"),
            ("loadgen_cpu_pct", "loadgen CPU %")]
 
@@ -108,7 +114,8 @@ def main() -> None:
     print(table(rows, COLUMNS))
     print()
     print(table(ratios(rows), [(k, k) for k in ("vs ours", "clients", "deflate offered", "RSS/conn x",
-                                                  "fan-out time x", "p99 x", "CPU/msg x")]))
+                                                  "RSS/conn after x", "fan-out time x", "p99 x",
+                                                  "CPU/msg x")]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows, "ratios": ratios(rows)}, f, indent=2)

@@ -59,8 +59,17 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command(),
     }
+
+
+def _command() -> str:
+    """How this benchmark was started, as one would type it from the repository."""
+    script = Path(sys.argv[0])
+    head = [".venv/bin/python", *sys.argv]
+    if script.parent == ROOT / "bench":
+        head = [".venv/bin/python", "-m", f"bench.{script.stem}", *sys.argv[1:]]
+    return " ".join(head)
 
 
 def build_loadgen() -> Path:

@@ -32,7 +32,9 @@ from feed.embedded_redis import RedisProcess
 from feed.lab import ServiceInstance
 from feed.simulator import SimulatedExchange
 
-pytestmark = pytest.mark.soak
+SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
+# Longer than the default per-test limit: the run itself plus start and stop.
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(SECONDS) + 600)]
 
 TTL = 10.0
 FETCH_INTERVAL = 1.0  # worst gap after a whole-instance crash is interval + TTL + a fetch
@@ -49,7 +51,7 @@ def test_soak(tmp_path, artifacts) -> None:
         pytest.skip("the soak's load generator needs gcc (apt-get install gcc zlib1g-dev)")
     from bench.harness import Loadgen
 
-    seconds = float(os.environ.get("SOAK_SECONDS", "600"))
+    seconds = SECONDS
     per_instance = int(os.environ.get("SOAK_CLIENTS", "1000"))
     env = {"FETCH_INTERVAL_SECONDS": str(FETCH_INTERVAL), "LOCK_TTL_SECONDS": str(TTL),
            "RENEW_INTERVAL_SECONDS": "3", "LEASE_MARGIN_SECONDS": "2", "GRACEFUL_TIMEOUT": "5"}

@@ -80,7 +80,8 @@ class RedisProcess:
     def logfile(self) -> Path:
         return self.workdir / "redis.log"
 
-    def start(self, timeout: float = 10.0) -> RedisProcess:
+    def command(self) -> list[str]:
+        """The redis-server command line: loopback only, nothing persisted."""
         args = [
             self.binary,
             "--port", str(self.port),
@@ -93,9 +94,14 @@ class RedisProcess:
         ]
         if self.unix:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
-        args += self.extra_args
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        return args + self.extra_args
+
+    def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        self.proc = self._popen(self.command())
         try:
             self._wait_ready(timeout)
         except BaseException:

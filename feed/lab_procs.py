@@ -202,22 +202,10 @@ class LoggedProcess:
 class LabRedis(RedisProcess):
     """:class:`RedisProcess` started through :func:`spawn` and registered."""
 
-    def start(self, timeout: float = 10.0) -> LabRedis:
-        args = [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.logfile),
-            "--daemonize", "no",
-            *self.extra_args,
-        ]
-        self.proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
+        proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         register(self)
-        self._wait_ready(timeout)
-        return self
+        return proc
 
     def close(self) -> None:
         unregister(self)

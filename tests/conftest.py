@@ -6,9 +6,9 @@ restart it; nothing here touches the Redis on 127.0.0.1:6379.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from feed.config import _ENV  # noqa: E402
+from feed.embedded import SimProcess  # noqa: E402
 from feed.embedded_redis import RedisProcess  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -56,6 +57,23 @@ def rclient(redis_proc: RedisProcess) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def sim() -> Iterator[SimProcess]:
+    """The simulated exchange, in a process of its own (as the master runs it)."""
+    proc = SimProcess().start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    """Cleanups registered by a test, undone in reverse order at its end."""
+    with ExitStack() as s:
+        yield s
+
+
+@pytest.fixture
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
@@ -63,8 +81,6 @@ def artifacts() -> Path:
 
 def python_env(**extra: str) -> dict[str, str]:
     """Environment for a child process: this interpreter's, the repo importable."""
-    env = {k: v for k, v in os.environ.items() if not any(k == s.var for s in _ENV.values())}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    from feed.lab_procs import child_env
+
+    return child_env(**extra)

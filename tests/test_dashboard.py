@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from feed.embedded import SimProcess
 from tests.support.service import Instance
 from tests.support.tcpproxy import TCPProxy
 from tests.test_cluster import wait_leader
@@ -90,19 +89,6 @@ return {inner: window.innerWidth, client: width, scroll: document.documentElemen
 
 # --- fixtures ----------------------------------------------------------------
 
-@pytest.fixture
-def sim() -> Iterator[SimProcess]:
-    proc = SimProcess().start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def stack() -> Iterator[ExitStack]:
-    with ExitStack() as s:
-        yield s
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 import redis
 import requests
 
-from feed.embedded import SimProcess
 from feed.embedded_redis import RedisProcess
 from tests.support.service import Instance, WSClient
 from tests.support.tcpproxy import TCPProxy
@@ -25,19 +24,6 @@ from tests.test_cluster import Recorder, assert_one_writer_at_a_time, wait_leade
 TTL = 2.0  # tests/support/service.py FAST_ENV
 
 
-@pytest.fixture
-def sim():
-    proc = SimProcess().start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def stack():
-    with ExitStack() as s:
-        yield s
 
 
 def start(stack: ExitStack, name: str, redis_url: str, sim_url: str, workers: int = 1,

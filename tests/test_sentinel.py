@@ -19,7 +19,6 @@ from redis.connection import SSLConnection
 
 from feed.config import ConfigError, Settings, redact_url
 from feed.election import Election
-from feed.embedded import SimProcess
 from feed.embedded_redis import RedisProcess, free_port
 from feed.envelope import Envelope
 from feed.redis_client import connect, parse_sentinel_url
@@ -240,14 +239,6 @@ def test_a_connection_that_lands_on_a_replica_moves_to_the_master(sentinels) -> 
 
 # --- the service across a SIGKILL of the master ---------------------------------
 
-
-@pytest.fixture
-def sim() -> Iterator[SimProcess]:
-    proc = SimProcess().start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 def acquisitions(client: redis.Redis) -> list[tuple[int, str, int]]:

@@ -17,26 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from feed.embedded import SimProcess
 from tests.support.service import Instance, WSClient
 from tests.test_cluster import Recorder, wait_leader
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def sim():
-    proc = SimProcess().start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def stack():
-    with ExitStack() as s:
-        yield s
 
 
 def start_instances(stack: ExitStack, n: int, redis_url: str, sim_url: str, workers: int = 2,

@@ -403,3 +403,27 @@ def test_plain_redis_client_sees_operator_keys(stack, redis_proc, rclient, sim) 
     data = json.loads(rclient.get("latest_market_data"))
     assert data["type"] == "snapshot" and data["data"]["prices"]
     assert 0 < rclient.ttl("websocket:leader") <= 2
+
+
+def test_a_client_that_never_answers_pings_is_closed(stack, redis_proc, sim) -> None:
+    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1,
+                              WS_PING_INTERVAL_SECONDS="1")
+    answering = connect(stack, inst.ws_url, "answers")  # websocket-client answers pings itself
+    silent = socket.create_connection(("127.0.0.1", inst.port))
+    stack.callback(silent.close)
+    silent.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    silent.settimeout(10)
+    data = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # it reads everything, it only never pongs
+        chunk = silent.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert b"\x89\x00" in data, "no ping was sent"
+    assert b"\x88" in data and b"no pong" in data, "not closed for the missing pong"
+    time.sleep(1.5)
+    n = len(answering.snapshots())
+    answering.wait_snapshots(n + 1)
+    assert answering.close_code is None

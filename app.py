@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from feed.access import check_access
 from feed.config import ConfigError, Settings
 from feed.service import FeedService
-from feed.wsconn import NoThread
+from feed.wsconn import CloseCode, NoThread
 
 DASHBOARD = Path(__file__).resolve().parent / "feed" / "dashboard"
 
@@ -73,7 +73,16 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
     @sock.route("/ws")
     def websocket(ws: Any) -> None:
         remote = request.headers.get("X-Forwarded-For", request.remote_addr or "?").split(",")[0].strip()
-        service.hub.serve(ws, remote)
+        try:
+            service.hub.serve(ws, remote)
+        except OSError as exc:
+            # Out of descriptors or memory: refuse this one client cleanly
+            # (1013, try again later) rather than answer an upgraded socket
+            # with an HTTP 500.
+            service.metrics.rejected.labels("resources").inc()
+            app.logger.warning("cannot take a client: %s", exc, extra={"fields": {
+                "event": "client_refused", "node": service.node_id, "error": str(exc)}})
+            ws.close(reason=CloseCode.TRY_AGAIN_LATER, message="server busy, try again later")
 
     @app.get("/health")
     def health() -> Any:

@@ -236,6 +236,7 @@ class FeedNode:
     def _begin_term(self, epoch: int) -> None:
         self._term = epoch
         self._seq = 0
+        self.failures = 0  # a step-down counts failures within one term
         if epoch:
             # Anchor the schedule on the newest snapshot anywhere, so a change
             # of leader neither repeats nor skips a fetch.

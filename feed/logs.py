@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import sys
-import time
 from typing import Any
 
 from .config import redact_url
@@ -71,6 +70,3 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         fields = {"event": event, **fields}
         logger.log(level, event, extra={"fields": fields})
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -83,7 +83,6 @@ class FeedNode:
         self._term = -1
         self._next_due = 0.0
         self.failures = 0  # consecutive failed fetches while leading
-        self.fetches = 0
         self.pubsub_ok: bool | None = None
         self.started_at = time.time()
 
@@ -265,7 +264,6 @@ class FeedNode:
                       error=f"{type(exc).__name__}: {exc}")
             self._maybe_step_down(epoch)
             return
-        self.fetches += 1
         self.failures = 0
         self._emit("fetch", outcome="ok", seconds=time.monotonic() - t0)
         env = Envelope(epoch=epoch, seq=self._seq + 1, leader=self.node_id,

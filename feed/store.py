@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from .config import Keys
-from .envelope import Envelope, EnvelopeError
+from .envelope import Envelope
 
 __all__ = ["SnapshotStore", "WriteResult"]
 
@@ -71,10 +71,3 @@ class SnapshotStore:
         if raw is None:
             return None
         return Envelope.from_json(raw)
-
-    def read_or_none(self) -> Envelope | None:
-        """Like :meth:`read` but a corrupt value counts as absent."""
-        try:
-            return self.read()
-        except EnvelopeError:
-            return None

@@ -73,12 +73,6 @@ class Hub:
         self._next_id = 0
         self._housekeeper: Any = None
         self._last_ping = time.monotonic()
-        # Plain counters (no lock, no metric call per client); flushed to
-        # Prometheus once per broadcast and once per housekeeping round.
-        self.snapshots_sent = 0
-        self.replies_sent = 0
-        self.slow_dropped = 0
-        self.broadcasts = 0
 
     # --- lifecycle --------------------------------------------------------
     def start(self) -> Hub:
@@ -104,8 +98,7 @@ class Hub:
             # Most clients have nothing queued: for them a broadcast is one
             # non-blocking send (below, possibly from several threads). The
             # others get the frame in their latest-only slot.
-            if client.partial is None and client.snapshot is None and not client.control \
-                    and not client.closing:
+            if not client.pending and not client.closing:
                 ready.append(client)
             else:
                 behind.append(client)
@@ -121,12 +114,9 @@ class Hub:
             if client.snapshot is not None:
                 superseded += 1  # a slow client's unsent snapshot is replaced by this one
             client.offer_snapshot(frame)
-        written = len(ready) + len(behind)
-        self.broadcasts += 1
-        self.snapshots_sent += written
         if self.metrics is not None:
             m = self.metrics
-            m.sent.labels("snapshot").inc(written)
+            m.sent.labels("snapshot").inc(len(ready) + len(behind))
             if superseded:
                 m.superseded.inc(superseded)
             m.fetched_at.set(env.fetched_at)
@@ -166,7 +156,6 @@ class Hub:
         elif self.latest_frame is not None:
             # A new client gets the current snapshot at once.
             conn.offer_snapshot(self._frame_for_new_client())
-            self.snapshots_sent += 1
         return conn
 
     @property
@@ -192,12 +181,10 @@ class Hub:
                 conn.close(CloseCode.POLICY, "too many invalid messages")
                 return
             conn.send_control(text_frame(error_message(exc)))
-            self.replies_sent += 1
             return
         if cmd.op == "snapshot":
             if self.latest_frame is not None:
                 conn.offer_snapshot(self._frame_for_new_client())
-                self.snapshots_sent += 1
                 return
             reply: dict[str, Any] = {"type": "error", "error": "no_snapshot",
                                      "message": "no snapshot yet; one is sent as soon as it exists"}
@@ -208,7 +195,6 @@ class Hub:
         if cmd.request_id is not None:
             reply["id"] = cmd.request_id
         conn.send_control(text_frame(json.dumps(reply, separators=(",", ":"), default=str)))
-        self.replies_sent += 1
 
     def on_blocked(self, conn: ClientConnection, blocked: bool) -> None:
         if blocked:
@@ -262,7 +248,6 @@ class Hub:
         for conn in list(self.blocked):
             stalled = conn.stalled_for(now)
             if stalled > self.send_timeout:
-                self.slow_dropped += 1
                 if self.metrics is not None:
                     self.metrics.slow_dropped.inc()
                 log_event(log, "slow_client_dropped", logging.WARNING, node=self.served_by,

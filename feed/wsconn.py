@@ -90,7 +90,7 @@ class ClientConnection:
         "_awaiting_pong", "_close_timer", "_in_chunks", "_in_len", "_reader", "_tokens",
         "_tokens_at", "_writer", "close_code", "close_reason", "closed", "closing",
         "commands_per_second", "control", "errors", "fd", "handler", "id", "last_progress",
-        "max_message_bytes", "opened_at", "partial", "proto", "raw", "remote", "sent",
+        "max_message_bytes", "partial", "proto", "raw", "remote", "sent",
         "snapshot", "superseded",
     )
 
@@ -119,7 +119,6 @@ class ClientConnection:
         self.snapshot: bytes | None = None
         self.partial: memoryview | None = None
         self.last_progress = time.monotonic()
-        self.opened_at = self.last_progress
         self.sent = 0
         self.superseded = 0
         self.errors = 0
@@ -146,23 +145,18 @@ class ClientConnection:
         """Queue ``frame`` in the latest-only slot; True if written at once."""
         if self.closing or self.closed:
             return False
-        if self.partial is None and not self.control and self.snapshot is None:
+        if not self.pending:
             # Fast path: nothing queued, so write the whole frame now.
             try:
                 n = self.raw.send(frame)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
-                self._lost()
-                return False
-            self.sent += 1
+                n = -1
             if n == len(frame):
-                self.last_progress = time.monotonic()
+                self.sent += 1
                 return True
-            self.partial = memoryview(frame)[n:]
-            if n:
-                self.last_progress = time.monotonic()
-            self._arm()
+            self.continue_snapshot(frame, n)
             return False
         if self.snapshot is not None:
             self.superseded += 1  # never sent: a newer one replaces it
@@ -171,13 +165,12 @@ class ClientConnection:
         return False
 
     def continue_snapshot(self, frame: bytes, written: int) -> None:
-        """After the hub's own first ``send`` of ``frame`` wrote ``written`` bytes (-1: failed)."""
+        """After a first ``send`` of ``frame`` wrote only ``written`` bytes (-1: failed)."""
         if written < 0:
             self._lost()
             return
         self.sent += 1
         self.partial = memoryview(frame)[written:]
-        self.last_progress = time.monotonic()
         self._arm()
 
     def send_control(self, frame: bytes) -> None:
@@ -225,6 +218,9 @@ class ClientConnection:
         if self._writer is None:
             self._writer = get_hub().loop.io(self.fd, _EV_WRITE)
         if not self._writer.active:
+            # The stall clock starts when the client falls behind, not at its
+            # last write, which may be long ago for a client that was idle.
+            self.last_progress = time.monotonic()
             self._writer.start(self._pump)
             self.handler.on_blocked(self, True)
 

@@ -8,7 +8,6 @@ the setting and the rule when it refuses a value.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Mapping
@@ -149,9 +148,6 @@ class Settings:
             values[name] = spec.parse(raw.strip())
         values.update(overrides)
         return cls(**values).validate()
-
-    def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **changes).validate()
 
     def validate(self) -> Settings:
         """Refuse impossible combinations, naming the setting and the rule."""

@@ -62,19 +62,23 @@ class ElectionError(Exception):
 # cold restart of everything (only the clock remains) and a clock that steps
 # back (the stored value and the floor remain).
 
+# Why the lock being ours already still starts a new epoch: a candidate
+# calls ACQUIRE only when it is not leading. If the lock still names it, its
+# previous term ended on its own clock (the lease ran out while it was paused,
+# or Redis was) or the reply to an earlier ACQUIRE was lost. Either way it
+# starts a new term with seq 1; under the old epoch clients would drop every
+# snapshot up to the old term's last seq as "not newer". So every successful
+# ACQUIRE issues an epoch nobody has written under.
+#
 # KEYS: leader, epoch, events-stream
 # ARGV: node_id, ttl_ms, epoch_floor, events_maxlen, leader_events_channel
-# Returns {1, epoch, ttl_ms}      acquired now (epoch advanced, event logged)
-#         {2, epoch, ttl_ms}      already ours (a retried call): TTL refreshed
+# Returns {1, epoch, ttl_ms}      acquired (the lock was free or already ours):
+#                                 a new epoch, the event logged and published
 #         {0, holder, pttl, epoch} held by someone else
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {2, string.format('%.0f', stored), tonumber(ARGV[2])}
-end
-if holder then
+if holder and holder ~= ARGV[1] then
   return {0, holder, redis.call('PTTL', KEYS[1]), string.format('%.0f', stored)}
 end
 local t = redis.call('TIME')

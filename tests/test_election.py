@@ -53,11 +53,46 @@ def test_second_candidate_sees_the_holder_and_its_ttl(rclient: redis.Redis) -> N
     assert not b.is_leader
 
 
-def test_acquire_is_idempotent_for_the_holder(rclient: redis.Redis) -> None:
+def test_a_holder_that_acquires_again_starts_a_new_epoch(rclient: redis.Redis) -> None:
+    # A candidate acquires only when it is not leading; if the lock still
+    # names it, its last term ended on its own clock (or the reply was lost).
+    # The new term must not reuse an epoch it may already have written under.
     a = make(rclient, "a")
     first = a.try_acquire()
+    a.lose(first.epoch, "lease_expired")
     again = a.try_acquire()
-    assert again.acquired and again.epoch == first.epoch
+    assert again.acquired and again.epoch > first.epoch
+    assert int(rclient.get("websocket:epoch")) == again.epoch
+    assert [f[b"epoch"] for _, f in rclient.xrange("websocket:events") if f[b"event"] == b"acquired"] \
+        == [str(first.epoch).encode(), str(again.epoch).encode()]
+
+
+def test_a_lease_that_ran_out_while_the_lock_lived_resumes_under_a_new_epoch(redis_url: str) -> None:
+    """The node's side of it: a new term after a pause never restarts seq under an old epoch."""
+    now = [1000.0]
+    s = Settings.from_env({}, redis_url=redis_url, lock_ttl=4.0, renew_interval=1.0,
+                          lease_margin=1.5, fetch_interval=0.1)
+    seen: list[tuple[int, int]] = []
+    node = FeedNode(s, connect(redis_url), fake_fetcher(), listener=lambda e: seen.append(e.key))
+    e = node.election
+    assert e is not None
+    e.clock = lambda: now[0]
+    assert e.try_acquire().acquired
+    first = e.epoch
+    node._lead_step()  # term starts
+    for _ in range(3):
+        node._next_due = 0.0
+        node._lead_step()
+    assert seen[-1][0] == first and seen[-1][1] >= 3
+    now[0] += 3.0  # past the lease (4 - 1.5), not past the lock (4)
+    assert e.step() == 0.0 and not e.is_leader  # lease_expired
+    assert connect(redis_url).get("websocket:leader").decode() == node.node_id
+    e.step()  # the lock is still ours: acquired again
+    assert e.is_leader and e.epoch > first
+    node._lead_step()
+    node._next_due = 0.0
+    node._lead_step()
+    assert seen[-1] == (e.epoch, 1) and seen == sorted(seen)
 
 
 def test_renew_and_release_by_a_non_owner_change_nothing(rclient: redis.Redis) -> None:

@@ -8,11 +8,13 @@ the setting and the rule when it refuses a value.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["DEFAULT_PREFIX", "ConfigError", "Keys", "Settings"]
 
@@ -20,6 +22,11 @@ DEFAULT_PREFIX = "websocket"
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
 UPSTREAM_MODES = ("sim", "live")
 KNOWN_PROVIDERS = ("coingecko", "binance", "feargreed")
+NODE_ID_MODES = ("auto", "full", "opaque")
+MIN_TOKEN_CHARS = 8
+# Settings whose values are secrets: never logged, shown or sent (besides
+# the password a REDIS_URL may hold).
+SECRET_VARS = ("WS_TOKEN", "OPERATOR_TOKEN", "COINGECKO_API_KEY")
 
 
 class ConfigError(ValueError):
@@ -43,16 +50,17 @@ class Keys:
 
     prefix: str = DEFAULT_PREFIX
 
-    def _name(self, suffix: str) -> str:
+    def name(self, suffix: str) -> str:
+        """``<prefix>:<suffix>``: a key or channel of this deployment."""
         return f"{self.prefix}:{suffix}"
 
     @property
     def leader(self) -> str:
-        return self._name("leader")
+        return self.name("leader")
 
     @property
     def epoch(self) -> str:
-        return self._name("epoch")
+        return self.name("epoch")
 
     @property
     def data(self) -> str:
@@ -60,19 +68,19 @@ class Keys:
         # default deployment, namespace it for every other one.
         if self.prefix == DEFAULT_PREFIX:
             return "latest_market_data"
-        return self._name("latest_market_data")
+        return self.name("latest_market_data")
 
     @property
     def updates(self) -> str:
-        return self._name("updates")
+        return self.name("updates")
 
     @property
     def leader_events(self) -> str:
-        return self._name("leader-events")
+        return self.name("leader-events")
 
     @property
     def events(self) -> str:
-        return self._name("events")
+        return self.name("events")
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -130,11 +138,23 @@ class Settings:
     max_clients: int = 10000  # WS_MAX_CLIENTS: per worker; more get HTTP 503
     send_threads: int = 2  # WS_SEND_THREADS: OS threads writing one broadcast (1 = none)
     commands_per_second: float = 20.0  # WS_COMMANDS_PER_SECOND (burst x 2)
+    ws_node_ids: str = "auto"  # WS_NODE_IDS: auto | full | opaque (node ids in client frames)
+
+    # --- operators and proxies -----------------------------------------
+    operator_token: str | None = None  # OPERATOR_TOKEN: bearer token for /status, /metrics
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")  # FORWARDED_ALLOW_IPS
 
     # -------------------------------------------------------------------
     @property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
+
+    @property
+    def opaque_node_ids(self) -> bool:
+        """Whether client frames carry opaque labels instead of node ids."""
+        if self.ws_node_ids == "auto":
+            return bool(self.operator_token)
+        return self.ws_node_ids == "opaque"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -230,6 +250,21 @@ class Settings:
                 parts = urlsplit(url)
                 if parts.scheme not in ("http", "https") or not parts.netloc:
                     raise ConfigError(_VAR[name], f"must be an http(s) URL, got {redact_url(url)!r}")
+        for name in ("ws_token", "operator_token"):
+            token = getattr(self, name)
+            if token is not None and (len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token)):
+                raise ConfigError(_VAR[name], f"must be at least {MIN_TOKEN_CHARS} characters without "
+                                              f"spaces (a shorter token is guessable)")
+        if self.ws_node_ids not in NODE_ID_MODES:
+            raise ConfigError("WS_NODE_IDS", f"must be one of {', '.join(NODE_ID_MODES)}, "
+                                             f"got {self.ws_node_ids!r}")
+        for item in self.forwarded_allow_ips:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ConfigError("FORWARDED_ALLOW_IPS", f"{item!r} is not an IP address or "
+                                                             f"network (or *)") from None
         for origin in self.allowed_origins:
             if origin != "*" and not urlsplit(origin).netloc:
                 raise ConfigError("ALLOWED_ORIGINS", f"{origin!r} is not an origin like https://example.com")
@@ -249,6 +284,14 @@ def check_redis_url(url: str) -> None:
 
 def check_redis_url_shape(url: str) -> None:
     """The checks every Redis URL gets: scheme, host or socket, ports, master name."""
+    _, sep, rest = url.partition("://")
+    userinfo, at, _ = _PASSWORD_OPTION.sub("", rest).rpartition("@")
+    if sep and at and any(c in userinfo for c in "/?#"):
+        # A URL parser would take the rest of such a password for a path, a
+        # query or a fragment: the connection would fail in a confusing way.
+        raise ConfigError("REDIS_URL", f"the user name or password in {redact_url(url)!r} holds a "
+                                       f"character that must be percent-encoded: # as %23, / as %2F, "
+                                       f"? as %3F")
     try:
         parts = urlsplit(url)
         if parts.scheme.endswith("+sentinel"):
@@ -278,30 +321,48 @@ def check_redis_url_shape(url: str) -> None:
         raise ConfigError("REDIS_URL", "a sentinel URL needs the master's name as its path, e.g. /mymaster")
 
 
+# A query option whose name says it holds a password (``?sentinel_password=``).
+_PASSWORD_OPTION = re.compile(r"([?&][^=&#]*password[^=&#]*=)([^&#]*)", re.IGNORECASE)
+
+
 def redact_url(url: str | None) -> str | None:
     """The URL with any password replaced by ``***``; safe for logs and pages.
 
     Both places a password can be are masked: the user-info (``:pw@``) and
     query options whose name contains "password" (``?sentinel_password=``).
+    Done on the text, not through a URL parser: a password with an unencoded
+    ``#``, ``/``, ``?`` or ``@`` would make a parser see the password as a
+    path or a fragment and show it. Everything before the last ``@`` after
+    the scheme is treated as user-info; masking too much is the safe error.
     """
     if not url:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if "@" in parts.netloc:
-        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url else url
+    rest = _PASSWORD_OPTION.sub(r"\1***", rest)
+    if "@" in rest:
+        userinfo, _, hostinfo = rest.rpartition("@")
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{hostinfo}" if user else f":***@{hostinfo}"
-        parts = parts._replace(netloc=netloc)
-    if "password" in parts.query.lower():
-        query = "&".join(
-            f"{key}=***" if "password" in key.lower() else f"{key}={value}" if sep else key
-            for key, sep, value in (item.partition("=") for item in parts.query.split("&"))
-        )
-        parts = parts._replace(query=query)
-    return parts.geturl()
+        rest = f"{user}:***@{hostinfo}"
+    return f"{scheme}://{rest}"
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The secrets among the settings in ``env``: tokens, API keys, Redis passwords.
+
+    Log lines mask each of them wherever it appears (:mod:`feed.logs`).
+    Values shorter than 4 characters are left out: masking them would
+    garble every line, and such a token is refused at start-up anyway.
+    """
+    found = [env.get(var, "") for var in SECRET_VARS]
+    _, sep, rest = env.get("REDIS_URL", "").partition("://")
+    if sep:
+        found += [unquote(m.group(2)) for m in _PASSWORD_OPTION.finditer(rest)]
+        userinfo, at, _ = _PASSWORD_OPTION.sub("", rest).rpartition("@")
+        if at and ":" in userinfo:
+            found.append(unquote(userinfo.split(":", 1)[1]))
+    return [v for v in dict.fromkeys(found) if len(v) >= 4]
 
 
 # --- environment parsing ------------------------------------------------
@@ -378,5 +439,8 @@ _ENV: dict[str, _Var] = {
     "max_clients": _Var("WS_MAX_CLIENTS", "int"),
     "send_threads": _Var("WS_SEND_THREADS", "int"),
     "commands_per_second": _Var("WS_COMMANDS_PER_SECOND", "float"),
+    "ws_node_ids": _Var("WS_NODE_IDS", "lower"),
+    "operator_token": _Var("OPERATOR_TOKEN", "str"),
+    "forwarded_allow_ips": _Var("FORWARDED_ALLOW_IPS", "csv"),
 }
 _VAR = {name: spec.var for name, spec in _ENV.items()}

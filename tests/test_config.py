@@ -72,10 +72,21 @@ def test_bad_settings_are_refused_naming_the_setting_and_rule(env: dict, setting
     assert words in str(info.value)
 
 
-def test_errors_never_show_a_redis_password() -> None:
+@pytest.mark.parametrize("url", [
+    "http://user:hunter2@localhost:6379",
+    # Unencoded #, / and ? make a URL parser see the password as a fragment,
+    # a path or a query, and show it.
+    "redis://:hun#ter2@localhost:6379/0",
+    "redis://default:hun/ter2@localhost:6379/0",
+    "redis://:hun?ter2@localhost:6379/0",
+    "redis://user:hunter2@localhost:63x9/0",
+    "redis+sentinel://:hun/ter2@h1:26379,h2:26379/mymaster",
+    "redis+sentinel://h1:26379/mymaster?sentinel_password=hun#ter2&bogus=1",
+])
+def test_errors_never_show_a_redis_password(url: str) -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({"REDIS_URL": "http://user:hunter2@localhost:6379"})
-    assert "hunter2" not in str(info.value)
+        Settings.from_env({"REDIS_URL": url})
+    assert "hun" not in str(info.value) and "ter2" not in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +97,9 @@ def test_errors_never_show_a_redis_password() -> None:
         ("rediss://u:p%40ss@host", "rediss://u:***@host"),
         ("redis://host:6379", "redis://host:6379"),
         ("redis+sentinel://:pw@h1:26379,h2:26379/mymaster", "redis+sentinel://:***@h1:26379,h2:26379/mymaster"),
+        ("redis://:hun#ter2@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://:a/b?c@host/0", "redis://:***@host/0"),
+        ("redis+sentinel://h1/m?sentinel_password=a@b&x=1", "redis+sentinel://h1/m?sentinel_password=***&x=1"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

@@ -6,6 +6,10 @@
     GET /status   the cluster view from Redis + this worker's view
     GET /metrics  Prometheus text, aggregated across the Gunicorn workers
 
+With ``OPERATOR_TOKEN`` set, ``/status`` and ``/metrics`` need
+``Authorization: Bearer <token>`` and ``/health`` without it answers only
+its status.
+
 Run it with ``gunicorn -c gunicorn.conf.py`` (the config names the factory).
 The service object is created here but started by Gunicorn's
 ``post_worker_init`` hook, once gevent has patched the worker.
@@ -21,10 +25,10 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 
-from feed.access import check_access
+from feed.access import check_access, check_handshake, client_address, operator_allowed
 from feed.config import ConfigError, Settings
 from feed.service import FeedService
-from feed.wsconn import CloseCode, NoThread
+from feed.wsconn import CloseCode, NoThread, handshake_leftover
 
 DASHBOARD = Path(__file__).resolve().parent / "feed" / "dashboard"
 
@@ -56,10 +60,12 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
         if request.environ.get("HTTP_UPGRADE", "").lower() != "websocket":
             return jsonify(error="websocket_required",
                            message="GET /ws is a WebSocket endpoint; connect with a WebSocket client"), 426
-        verdict = check_access(request.environ, settings)
-        if not verdict.ok:
-            service.metrics.rejected.labels(verdict.reason).inc()
-            return jsonify(error=verdict.reason, message=verdict.message), verdict.status
+        for check in (check_handshake, lambda environ: check_access(environ, settings)):
+            verdict = check(request.environ)
+            if not verdict.ok:
+                service.metrics.rejected.labels(verdict.reason).inc()
+                return (jsonify(error=verdict.reason, message=verdict.message), verdict.status,
+                        verdict.headers)
         if service.stopping:
             return jsonify(error="stopping", message="this instance is shutting down; reconnect"), 503
         if service.hub.full:
@@ -72,9 +78,9 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
 
     @sock.route("/ws")
     def websocket(ws: Any) -> None:
-        remote = request.headers.get("X-Forwarded-For", request.remote_addr or "?").split(",")[0].strip()
+        remote = client_address(request.environ, settings)
         try:
-            service.hub.serve(ws, remote)
+            service.hub.serve(ws, remote, leftover=handshake_leftover(request.environ))
         except OSError as exc:
             # Out of descriptors or memory: refuse this one client cleanly
             # (1013, try again later) rather than answer an upgraded socket
@@ -84,13 +90,26 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
                 "event": "client_refused", "node": service.node_id, "error": str(exc)}})
             ws.close(reason=CloseCode.TRY_AGAIN_LATER, message="server busy, try again later")
 
+    def operator_only() -> Any:
+        if operator_allowed(request.environ, settings):
+            return None
+        return (jsonify(error="unauthorized", message="this endpoint needs Authorization: Bearer "
+                                                      "<OPERATOR_TOKEN>"),
+                401, {"WWW-Authenticate": 'Bearer realm="marketfeed operator"'})
+
     @app.get("/health")
     def health() -> Any:
         body = service.health()
-        return jsonify(body), (503 if service.stopping else 200)
+        code = 503 if service.stopping else 200
+        if not operator_allowed(request.environ, settings):
+            # What a load balancer needs, nothing about the cluster's insides.
+            return jsonify(status=body["status"]), code
+        return jsonify(body), code
 
     @app.get("/status")
     def status() -> Any:
+        if (refused := operator_only()) is not None:
+            return refused
         try:
             events = max(1, min(200, int(request.args.get("events", "20"))))
         except ValueError:
@@ -99,9 +118,11 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
         return jsonify(body), (200 if ok else 503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics() -> Any:
         from feed.metrics import CONTENT_TYPE_LATEST
 
+        if (refused := operator_only()) is not None:
+            return refused
         return Response(service.metrics.render(), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -23,7 +23,7 @@ from .logs import log_event
 from .metrics import Metrics
 from .parallel_send import send_to_all
 from .protocol import CommandError, error_message, parse_command
-from .wsconn import ClientConnection, CloseCode
+from .wsconn import ClientConnection, CloseCode, close_label
 
 __all__ = ["Hub"]
 
@@ -52,8 +52,12 @@ class Hub:
         max_clients: int = 10000,
         send_threads: int = 2,
         status: Callable[[], dict] | None = None,
+        label: Callable[[str], str] | None = None,
     ) -> None:
         self.served_by = served_by
+        # How node ids appear in client frames (as they are, or opaque).
+        self.label = label or (lambda node: node)
+        self.public_served_by = self.label(served_by)
         self.metrics = metrics
         self.stale_after = stale_after
         self.ping_interval = ping_interval
@@ -90,7 +94,7 @@ class Hub:
         """The node's listener: send ``env`` to every client (latest-only)."""
         started = time.perf_counter()
         stale = env.age(time.time()) > self.stale_after
-        frame = text_frame(env.client_json(self.served_by, stale))
+        frame = self._client_frame(env, stale)
         self.latest, self.latest_frame, self.latest_stale = env, frame, stale
         size = len(frame)
         ready, behind = [], []
@@ -122,18 +126,22 @@ class Hub:
             m.fetched_at.set(env.fetched_at)
             m.broadcast_seconds.observe(time.perf_counter() - started)
 
+    def _client_frame(self, env: Envelope, stale: bool) -> bytes:
+        return text_frame(env.client_json(self.public_served_by, stale, leader=self.label(env.leader)))
+
     def _stale_notice(self, env: Envelope, age: float) -> bytes:
         return text_frame(json.dumps({
-            "type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": self.served_by,
+            "type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": self.public_served_by,
             "fetched_at": iso_utc(env.fetched_at), "age_s": round(age, 1),
         }, separators=(",", ":")))
 
     # --- clients ----------------------------------------------------------
-    def serve(self, ws: Any, remote: str) -> ClientConnection:
+    def serve(self, ws: Any, remote: str, leftover: bytes = b"") -> ClientConnection:
         """Take over a client right after its handshake; returns at once.
 
         From here the connection is driven by watchers on the gevent loop, so
-        the request (and its greenlet) can end.
+        the request (and its greenlet) can end. ``leftover`` is what the
+        client sent behind its handshake that the server had already read.
         """
         self._next_id += 1
         conn = ClientConnection(
@@ -156,6 +164,8 @@ class Hub:
         elif self.latest_frame is not None:
             # A new client gets the current snapshot at once.
             conn.offer_snapshot(self._frame_for_new_client())
+        if leftover and not conn.closed:
+            conn.feed(leftover)
         return conn
 
     @property
@@ -167,7 +177,7 @@ class Hub:
         assert env is not None and self.latest_frame is not None
         stale = env.age(time.time()) > self.stale_after
         if stale != self.latest_stale:
-            return text_frame(env.client_json(self.served_by, stale))
+            return self._client_frame(env, stale)
         return self.latest_frame
 
     def on_text(self, conn: ClientConnection, text: str) -> None:
@@ -189,7 +199,7 @@ class Hub:
             reply: dict[str, Any] = {"type": "error", "error": "no_snapshot",
                                      "message": "no snapshot yet; one is sent as soon as it exists"}
         elif cmd.op == "ping":
-            reply = {"type": "pong", "ts": iso_utc(time.time()), "served_by": self.served_by}
+            reply = {"type": "pong", "ts": iso_utc(time.time()), "served_by": self.public_served_by}
         else:  # status
             reply = {"type": "status", **self.local_status()}
         if cmd.request_id is not None:
@@ -207,8 +217,11 @@ class Hub:
         self.blocked.discard(conn)
         if self.metrics is not None:
             self.metrics.clients.labels(self.served_by).set(len(self.clients))
-            self.metrics.closed.labels(str(conn.close_code or 1006)).inc()
-        if conn.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY, 1006):
+            self.metrics.closed.labels(close_label(conn.close_code)).inc()
+        # A close the client chose is its own business (and its code is its
+        # own choice): logged only when the server closed for a reason.
+        if not conn.by_client and conn.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY,
+                                                          CloseCode.ABNORMAL):
             log_event(log, "client_closed", node=self.served_by, client=conn.id, remote=conn.remote,
                       code=conn.close_code, reason=conn.close_reason)
 
@@ -264,7 +277,7 @@ class Hub:
             age = env.age(time.time())
             if age > self.stale_after:
                 self.latest_stale = True
-                self.latest_frame = text_frame(env.client_json(self.served_by, True))
+                self.latest_frame = self._client_frame(env, True)
                 notice = self._stale_notice(env, age)
                 for conn in list(self.clients):
                     conn.send_control(notice)

@@ -6,11 +6,13 @@ a dead worker's lock, and must not import redis before it forks workers.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import socket
 
-__all__ = ["make_node_id", "node_prefix"]
+__all__ = ["make_node_id", "node_prefix", "opaque_label"]
 
 
 def _where(replica_id: str | None) -> str:
@@ -26,3 +28,12 @@ def node_prefix(replica_id: str | None, pid: int) -> str:
 def make_node_id(replica_id: str | None = None, pid: int | None = None) -> str:
     """A unique, readable id for this process (random suffix: pids are reused)."""
     return node_prefix(replica_id, pid or os.getpid()) + secrets.token_hex(2)
+
+
+def opaque_label(node_id: str, key: str) -> str:
+    """A stable stand-in for ``node_id`` that reveals no host or pid (``n-`` + 12 hex).
+
+    Keyed (HMAC-SHA256), so the label cannot be matched against guessed ids
+    without the key; the same node gets the same label on every instance.
+    """
+    return "n-" + hmac.new(key.encode(), node_id.encode(), hashlib.sha256).hexdigest()[:12]

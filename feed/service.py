@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import redis
@@ -18,7 +19,7 @@ from .cluster_status import cluster_view
 from .config import Settings, redact_url
 from .errors import MarketfeedError
 from .hub import Hub
-from .identity import make_node_id
+from .identity import make_node_id, opaque_label
 from .logs import log_event, redact_text
 from .metrics import Metrics
 from .node import FeedNode
@@ -51,13 +52,16 @@ class FeedService:
 
             self._fetcher = build_fetcher(settings, self.node_id, self.metrics.on_upstream_call)
             fetch = self._fetcher
+        # With internals hidden, clients see opaque node labels and a short status.
+        self.label = partial(opaque_label, key=settings.operator_token or settings.key_prefix) \
+            if settings.opaque_node_ids else None
         self.hub = Hub(
             self.node_id, metrics=self.metrics, stale_after=settings.stale_after,
             ping_interval=settings.ping_interval, send_timeout=settings.send_timeout,
             max_message_bytes=settings.max_message_bytes,
             commands_per_second=settings.commands_per_second, send_buffer=settings.send_buffer,
             max_clients=settings.max_clients, send_threads=settings.send_threads,
-            status=self.node_status,
+            status=self.client_status, label=self.label,
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
                              node_id=self.node_id, on_event=self.metrics.on_node_event)
@@ -98,12 +102,32 @@ class FeedService:
         status["stopping"] = self.stopping
         return status
 
-    def health(self) -> dict[str, Any]:
-        """Liveness summary; never touches Redis, so it always answers fast."""
+    def client_status(self) -> dict[str, Any]:
+        """This node's view for a client's ``status`` command: all of it, or the public part."""
         s = self.node_status()
+        if self.label is None:
+            return s
         snap = s["snapshot"]
         return {
-            "status": "stopping" if self.stopping else "ok",
+            "node": self.label(s["node"]), "role": s["role"],
+            "leader": self.label(s["leader"]) if s["leader"] else None, "epoch": s["epoch"],
+            "snapshot": None if snap is None else {k: snap[k] for k in ("epoch", "seq", "fetched_at",
+                                                                       "age_s", "stale")},
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Liveness summary; never touches Redis, so it always answers fast.
+
+        ``status`` is ``ok``, ``degraded`` (Redis refuses our credentials or
+        commands: ``reason`` says which) or ``stopping``.
+        """
+        s = self.node_status()
+        snap = s["snapshot"]
+        problem = s["redis"]["problem"]
+        status = "stopping" if self.stopping else "degraded" if problem else "ok"
+        return {
+            "status": status,
+            "reason": f"redis_{problem}: {s['redis']['error']}" if problem else None,
             "node": s["node"],
             "role": s["role"],
             "leader": s["leader"],

@@ -41,7 +41,7 @@ from wsproto.utilities import LocalProtocolError
 
 from .frames import close_frame
 
-__all__ = ["ClientConnection", "CloseCode", "NoThread"]
+__all__ = ["ClientConnection", "CloseCode", "NoThread", "close_label", "handshake_leftover"]
 
 log = logging.getLogger("feed.wsconn")
 
@@ -61,6 +61,44 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013
     # Codes that must never be sent in a close frame (RFC 6455 7.4.1).
     RESERVED = frozenset({1004, 1005, 1006, 1015})
+
+
+# Close codes a metric may carry as they are; any other (a client may send any
+# code from 3000 to 4999) is counted by its range, so clients cannot grow the
+# label set.
+_KNOWN_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012,
+                          1013, 1014})
+
+
+def close_label(code: int | None) -> str:
+    """The metric label for a close code: the code if standard, else its class."""
+    code = CloseCode.ABNORMAL if code is None else code
+    if code in _KNOWN_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
+def handshake_leftover(environ: dict[str, Any]) -> bytes:
+    """Bytes the client sent right behind its handshake, already read by Gunicorn.
+
+    Gunicorn's request parser reads the socket in chunks; whatever followed
+    the request line and headers in the same packet (a client's first frame)
+    stays in its buffer, and would be lost when the connection is taken over.
+    """
+    body = environ.get("wsgi.input")
+    unreader = getattr(getattr(body, "reader", None), "unreader", None)
+    take = getattr(unreader, "take_buffered", None)
+    if take is None:
+        return b""
+    try:
+        data = take()
+    except (OSError, ValueError):
+        return b""
+    return data if isinstance(data, bytes) else b""
 
 
 class NoThread:
@@ -88,7 +126,7 @@ class ClientConnection:
 
     __slots__ = (
         "_awaiting_pong", "_close_timer", "_in_chunks", "_in_len", "_reader", "_tokens",
-        "_tokens_at", "_writer", "close_code", "close_reason", "closed", "closing",
+        "_tokens_at", "_writer", "by_client", "close_code", "close_reason", "closed", "closing",
         "commands_per_second", "control", "errors", "fd", "handler", "id", "last_progress",
         "max_message_bytes", "partial", "proto", "raw", "remote", "sent",
         "snapshot", "superseded",
@@ -126,6 +164,7 @@ class ClientConnection:
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
+        self.by_client = False  # the client started the closing handshake
         self._writer: Any = None
         self._close_timer: Any = None
         self._awaiting_pong = False
@@ -305,6 +344,10 @@ class ClientConnection:
             else:
                 self._lost()
             return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
+        """Parse bytes from the client and act on every complete event in them."""
         try:
             self.proto.receive_data(data)
             for event in self.proto.events():
@@ -343,6 +386,11 @@ class ClientConnection:
                 self.close(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted; send JSON text")
         elif isinstance(event, Ping):
             if self.proto.state is ConnectionState.OPEN and not self.closing:
+                # A ping costs us a pong: it counts against the same budget.
+                if not self._take_token():
+                    self.close(CloseCode.POLICY,
+                               f"too many messages: limit is {self.commands_per_second:g} per second")
+                    return
                 self.send_control(self.proto.send(event.response()))
         elif isinstance(event, Pong):
             self._awaiting_pong = False
@@ -352,6 +400,7 @@ class ClientConnection:
             else:
                 # The client's close (echo its code), or wsproto's verdict on
                 # a malformed frame (1002, or 1007 for text that is not UTF-8).
+                self.by_client = event.code not in (CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_DATA)
                 self.close(event.code, event.reason or "")
 
     def _take_token(self) -> bool:

@@ -305,11 +305,11 @@ def test_data_age_is_measured_on_the_servers_clock(stack, redis_proc, sim, brows
 
 
 def test_the_pages_token_is_passed_to_the_socket(stack, redis_proc, sim, browser) -> None:
-    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, WS_TOKEN="s3cret")
+    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, WS_TOKEN="s3cret-token")
     page = Dashboard(browser)
     page.open(inst.url + "/")
     v = page.wait(lambda v: v["conn_state"] == "reconnecting", "a refused socket")
     assert v["order"] == [] and not v["served_by"].startswith("ws-")
-    page.open(inst.url + "/?token=s3cret")
+    page.open(inst.url + "/?token=s3cret-token")
     page.wait(shows_live_data, "live data with the token")
     page.assert_no_script_errors()

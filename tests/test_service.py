@@ -260,8 +260,8 @@ def test_bad_messages_get_the_right_answer_and_harm_no_one(stack, redis_proc, si
 
 def test_origin_allowlist_and_token(stack, redis_proc, sim) -> None:
     (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1,
-                              ALLOWED_ORIGINS="https://dash.example.com", WS_TOKEN="s3cret")
-    url = inst.ws_url + "?token=s3cret"
+                              ALLOWED_ORIGINS="https://dash.example.com", WS_TOKEN="s3cret-token")
+    url = inst.ws_url + "?token=s3cret-token"
     import websocket as wsc
 
     def refused(target: str, origin: str | None = None) -> int:
@@ -276,7 +276,7 @@ def test_origin_allowlist_and_token(stack, redis_proc, sim) -> None:
     ok = [connect(stack, url, "allowed", headers=["Origin: https://dash.example.com"]),
           connect(stack, url, "no-origin"),
           connect(stack, url, "same-origin", headers=[f"Origin: http://127.0.0.1:{inst.port}"]),
-          connect(stack, inst.ws_url, "bearer", headers=["Authorization: Bearer s3cret"])]
+          connect(stack, inst.ws_url, "bearer", headers=["Authorization: Bearer s3cret-token"])]
     for c in ok:
         c.wait_snapshots(1)
     text = inst.get("/metrics").text

@@ -5,6 +5,11 @@
 
 (() => {
   const params = new URLSearchParams(location.search);
+  // Tokens are best given in the fragment (#token=...&operator_token=...):
+  // a fragment never leaves the browser, so it reaches no log and no Referer.
+  const secrets = new URLSearchParams(location.hash.slice(1));
+  const WS_TOKEN = secrets.get("token") || params.get("token");
+  const OPERATOR_TOKEN = secrets.get("operator_token");
 
   // The server flags stale data itself (STALE_AFTER_SECONDS, 15 s by default),
   // but it cannot tell us while we are cut off from it: past this age the page
@@ -47,8 +52,7 @@
 
   function wsUrl() {
     const base = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-    const token = params.get("token");
-    return token ? `${base}?token=${encodeURIComponent(token)}` : base;
+    return WS_TOKEN ? `${base}?token=${encodeURIComponent(WS_TOKEN)}` : base;
   }
 
   function connect() {
@@ -346,15 +350,24 @@
   // --- cluster view and leadership history -----------------------------------
 
   async function pollStatus() {
+    let next = STATUS_POLL_MS;
     try {
-      const res = await fetch("/status?events=20", {cache: "no-store", headers: {Accept: "application/json"}});
+      const headers = {Accept: "application/json"};
+      if (OPERATOR_TOKEN) headers.Authorization = `Bearer ${OPERATOR_TOKEN}`;
+      const res = await fetch("/status?events=20", {cache: "no-store", headers});
+      if (res.status === 401) {
+        // The cluster view is for operators here (OPERATOR_TOKEN is set).
+        ui.lock.textContent = "operator view: open this page with #operator_token=… to see it";
+        next = STATUS_POLL_MS * 10;
+        return;
+      }
       const body = await res.json();
       if (isObject(body.cluster)) applyCluster(body.cluster);
       else ui.lock.textContent = typeof body.error === "string" ? body.error : "cluster view unavailable";
     } catch {
       ui.lock.textContent = "cluster view unavailable";
     } finally {
-      setTimeout(pollStatus, STATUS_POLL_MS);
+      setTimeout(pollStatus, next);
     }
   }
 

@@ -42,9 +42,13 @@ control_socket_disable = True
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
 
 # --- logging -------------------------------------------------------------
-# One JSON object per line, like the app's own logs.
+# One JSON object per line, like the app's own logs. The access log is on
+# (logconfig_dict turns it on), as one structured http_request event per
+# request with credential-like query values masked (feed/request_log.py);
+# the formatter also masks every secret setting's value in any line.
 loglevel = os.environ.get("LOG_LEVEL", "info")
 accesslog = None
+logger_class = "feed.request_log.RequestLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -61,21 +65,42 @@ logconfig_dict = {
 
 # --- master hooks ----------------------------------------------------------
 def on_starting(server):
-    """Validate settings, then start what an unconfigured instance needs."""
+    """Validate settings, start what an unconfigured instance needs, check Redis."""
+    import subprocess
+    import sys
+
     from feed.config import ConfigError, Settings
     from feed.embedded import EmbeddedServices
 
     try:
-        Settings.from_env()
+        settings = Settings.from_env()
     except ConfigError as exc:
         server.log.error("configuration error: %s", exc)
         raise SystemExit(2) from None
     server.marketfeed_embedded = EmbeddedServices().start()
+    if settings.redis_url:
+        # A Redis that refuses our password or our commands fails the start
+        # (so a deploy fails visibly and the old one keeps serving); one that
+        # is only unreachable now does not. In a process of its own: the
+        # master must not import redis (feed/preflight.py).
+        try:
+            check = subprocess.run([sys.executable, "-m", "feed", "preflight"], capture_output=True,
+                                   text=True, timeout=max(10.0, 4 * settings.redis_timeout + 5),
+                                   cwd=os.path.dirname(os.path.abspath(__file__)), check=False)
+        except subprocess.TimeoutExpired:
+            server.log.warning("the Redis check did not finish; starting anyway")
+            return
+        message = (check.stderr.strip().splitlines() or [""])[-1]
+        if check.returncode == 3:
+            server.log.error("%s", message, extra={"fields": {"event": "start_refused"}})
+            server.marketfeed_embedded.stop()
+            raise SystemExit(3)
+        if check.returncode != 0:
+            server.log.warning("%s", message, extra={"fields": {"event": "redis_not_reachable_yet"}})
 
 
 def child_exit(server, worker):
     """A worker ended (a crash, or a normal stop): clean up after it."""
-    import subprocess
     import sys
 
     from feed.identity import node_prefix
@@ -85,10 +110,11 @@ def child_exit(server, worker):
     # While the master is stopping (its listeners closed) workers exit after
     # releasing their lock themselves, so there is nothing to reap.
     if getattr(server, "LISTENERS", None):
+        from feed.child_process import spawn
+
         prefix = node_prefix(os.environ.get("RAILWAY_REPLICA_ID"), worker.pid)
-        subprocess.Popen([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
-                         stdin=subprocess.DEVNULL, start_new_session=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
+        spawn([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
+              cwd=os.path.dirname(os.path.abspath(__file__)))
     # Drop the dead worker's live gauges from the aggregated metrics.
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

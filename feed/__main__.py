@@ -4,6 +4,7 @@
     sim      run the simulated exchange
     node     run one headless node (election + feed, no web server)
     reap     release the lock held by a dead worker process
+    preflight  check that the Redis in REDIS_URL can be used (run by the Gunicorn master)
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ COMMANDS = {
     "sim": ("feed.simulator", "run the simulated exchange (python -m feed sim --port 8090)"),
     "node": ("feed.standalone", "run one headless node: election and feed, no web server"),
     "reap": ("feed.reaper", "release the lock of a dead worker (run by the Gunicorn master)"),
+    "preflight": ("feed.preflight", "check that the Redis in REDIS_URL can be used (run by the master)"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m feed COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
 

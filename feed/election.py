@@ -30,6 +30,7 @@ import redis
 
 from .config import Keys
 from .logs import log_event
+from .redis_health import RedisHealth
 
 __all__ = ["AcquireResult", "Election", "ElectionError", "LeaderInfo", "Role"]
 
@@ -193,8 +194,7 @@ class Election:
         self._floor = 0  # highest epoch this node has seen anywhere
         self._hold_off_until = 0.0  # after a step-down: let another take over
         self._backoff = 0.0
-        self.redis_ok: bool | None = None  # None until the first round trip
-        self.last_error: str | None = None
+        self.health = RedisHealth(node_id, "election")
         self.leader_hint: str | None = None  # holder seen by the last attempt
         self.terms = 0  # how many times this node became leader
 
@@ -210,7 +210,7 @@ class Election:
             return Role.STOPPED
         if self.is_leader:
             return Role.LEADER
-        if self.redis_ok is False:
+        if self.health.ok is False:
             return Role.DISCONNECTED
         return Role.FOLLOWER
 
@@ -418,18 +418,11 @@ class Election:
         return int(done) == 1
 
     def _connected(self) -> None:
-        if self.redis_ok is not True:
-            log_event(log, "redis_connected", node=self.node_id, role=self.role)
-        self.redis_ok = True
-        self.last_error = None
+        self.health.succeeded(self.role)
         self._backoff = 0.0
 
     def _disconnected(self, exc: Exception) -> None:
-        if self.redis_ok is not False:
-            log_event(log, "redis_unreachable", logging.WARNING, node=self.node_id,
-                      role=self.role, error=f"{type(exc).__name__}: {exc}")
-        self.redis_ok = False
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.health.failed(exc, self.role)
 
     def _on_error(self, exc: Exception) -> float:
         if isinstance(exc, redis.RedisError):

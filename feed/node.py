@@ -22,7 +22,8 @@ from .election import Election, Role
 from .envelope import Envelope, EnvelopeError
 from .errors import FetchFailed
 from .identity import make_node_id
-from .logs import log_event
+from .logs import log_event, redact_text
+from .redis_health import RedisHealth
 from .store import SnapshotStore
 
 __all__ = ["FeedNode"]
@@ -83,7 +84,7 @@ class FeedNode:
         self._term = -1
         self._next_due = 0.0
         self.failures = 0  # consecutive failed fetches while leading
-        self.pubsub_ok: bool | None = None
+        self.pubsub_health = RedisHealth(self.node_id, "subscription")
         self.started_at = time.time()
 
     # --- lifecycle ------------------------------------------------------
@@ -142,7 +143,12 @@ class FeedNode:
         now = time.time()
         latest = self._latest
         e = self.election
-        redis_ok = e.redis_ok if e is not None else self.pubsub_ok
+        paths = [h for h in (e.health if e else None, self.pubsub_health) if h is not None]
+        # Unreachable through any path we use is not ok; a misconfiguration
+        # found on any path is the problem to report.
+        redis_ok = None if all(h.ok is None for h in paths) else all(h.ok is not False for h in paths)
+        failing = next((h for h in paths if h.problem), None) \
+            or next((h for h in paths if h.ok is False), None)
         return {
             "node": self.node_id,
             "role": self.role,
@@ -151,7 +157,8 @@ class FeedNode:
             "epoch": e.epoch if e and e.is_leader else (latest.epoch if latest else 0),
             "election": e is not None,
             "redis": {"ok": redis_ok, "url": redact_url(self.settings.redis_url),
-                      "error": e.last_error if e else None},
+                      "error": failing.error if failing else None,
+                      "problem": failing.problem if failing else None},
             "snapshot": None if latest is None else {
                 "epoch": latest.epoch, "seq": latest.seq, "leader": latest.leader,
                 "fetched_at": latest.fetched_at, "age_s": round(latest.age(now), 3),
@@ -375,14 +382,18 @@ class FeedNode:
                 self.election.leader_hint = holder
 
     def _set_pubsub(self, ok: bool, exc: Exception | None = None) -> None:
-        if ok != self.pubsub_ok:
+        health = self.pubsub_health
+        if ok != health.ok:
             self._emit("redis", ok=ok)
-            if not ok:
+            if not ok and health.ok is not None:
                 log_event(log, "subscription_lost", logging.WARNING, node=self.node_id,
-                          role=self.role, error=f"{type(exc).__name__}: {exc}")
-            elif self.pubsub_ok is False:
+                          role=self.role, error=redact_text(f"{type(exc).__name__}: {exc}"))
+            elif ok and health.ok is False:
                 log_event(log, "subscription_restored", node=self.node_id, role=self.role)
-        self.pubsub_ok = ok
+        if ok:
+            health.succeeded(self.role)
+        elif exc is not None:
+            health.failed(exc, self.role)
 
     def _emit(self, name: str, **fields: Any) -> None:
         if self.on_event is not None:

@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import MutableMapping
 
+from .child_process import spawn
 from .embedded_redis import RedisProcess
 from .logs import log_event
 
@@ -44,8 +45,8 @@ class SimProcess:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     env=env, start_new_session=True)
+        # Tied to this process: it ends when the master dies, however it dies.
+        self.proc = spawn(self.args, stdout=subprocess.PIPE, env=env)
         found: dict[str, str] = {}
 
         def read_first_line() -> None:

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .child_process import spawn
+
 __all__ = ["RedisNotFound", "RedisProcess", "find_redis_server", "free_port"]
 
 
@@ -97,8 +99,8 @@ class RedisProcess:
         return args + self.extra_args
 
     def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        # Tied to this process: a parent killed with SIGKILL leaves no server behind.
+        return spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         self.proc = self._popen(self.command())

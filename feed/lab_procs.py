@@ -1,18 +1,12 @@
 """Child processes of the lab that cannot outlive it.
 
-Everything the lab starts goes through :func:`spawn`, which
+Everything the lab starts goes through :func:`feed.child_process.spawn`
+(a new session; SIGTERM from the kernel when the lab process dies, so a
+kernel killed with SIGKILL leaves nothing behind) and is registered here: an
+``atexit`` hook stops whatever is still registered when the interpreter
+exits normally (a notebook kernel shut down with a cluster still running).
 
-* starts the child in a new session (its own process group, so a signal
-  meant for the lab's terminal or a Jupyter interrupt never reaches it, and
-  the whole group can be killed at once);
-* on Linux, asks the kernel to send the child SIGTERM when the lab process
-  dies (``prctl(PR_SET_PDEATHSIG)``), so a kernel killed with SIGKILL leaves
-  nothing behind; Gunicorn then stops its workers, Redis exits;
-* registers it, and an ``atexit`` hook stops whatever is still registered
-  when the interpreter exits normally (a notebook kernel shut down with a
-  cluster still running).
-
-The kernel ties PDEATHSIG to the *thread* that forked: start clusters from
+The kernel ties that signal to the *thread* that forked: start clusters from
 a thread that lives as long as they do (the main thread, in a notebook).
 """
 
@@ -20,31 +14,22 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .child_process import spawn
 from .embedded_redis import RedisProcess
 
 __all__ = ["ROOT", "LabRedis", "LoggedProcess", "child_env", "spawn", "stop_all"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PR_SET_PDEATHSIG = 1
-
-# Resolved before any fork: the child must not load libraries between fork
-# and exec, only call a function that is already there.
-try:
-    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-except (OSError, AttributeError):
-    _prctl = None
 
 
 class _Stoppable(Protocol):
@@ -79,25 +64,6 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    def preexec() -> None:
-        if _prctl is not None:
-            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The lab may have died between fork and prctl: then nobody will
-        # ever send the signal, so act on it now.
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
-def spawn(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-    """``Popen(args)`` in a new session that receives SIGTERM when we die."""
-    popen.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
-                            **popen)
 
 
 def child_env(**extra: object) -> dict[str, str]:
@@ -203,7 +169,7 @@ class LabRedis(RedisProcess):
     """:class:`RedisProcess` started through :func:`spawn` and registered."""
 
     def _popen(self, args: list[str]) -> subprocess.Popen[bytes]:
-        proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = super()._popen(args)
         register(self)
         return proc
 

@@ -38,3 +38,27 @@ def test_no_redis_at_all_says_how_to_configure_one(monkeypatch: pytest.MonkeyPat
     with pytest.raises(RedisNotFound) as info:
         find_redis_server()
     assert "REDIS_URL" in str(info.value)
+
+
+def test_embedded_redis_and_simulator_end_when_the_master_is_killed() -> None:
+    """SIGKILL of the master alone (no hook runs): its helpers must not live on."""
+    import signal
+    import sys
+
+    import psutil
+
+    from feed.embedded_redis import free_port
+    from tests.support.procs import LoggedProcess, child_env
+
+    env = child_env(PORT=str(free_port()), WEB_CONCURRENCY="1")
+    master = LoggedProcess([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], env, name="master")
+    try:
+        master.wait_for("worker_ready", 30)
+        helpers = psutil.Process(master.pid).children(recursive=True)
+        names = {" ".join(p.cmdline()[:4]) for p in helpers}
+        assert any("redis-server" in n for n in names) and any("feed sim" in n for n in names), names
+        os.kill(master.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(helpers, timeout=15)
+        assert not alive, f"left running after the master died: {[p.cmdline() for p in alive]}"
+    finally:
+        master.stop()

@@ -25,10 +25,12 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 
-from feed.access import check_access, check_handshake, client_address, operator_allowed
-from feed.config import ConfigError, Settings
-from feed.service import FeedService
-from feed.wsconn import CloseCode, NoThread, handshake_leftover
+from feed.config.settings import Settings
+from feed.errors import ConfigError
+from feed.server.service import FeedService
+from feed.ws.access import check_access, check_handshake, client_address, operator_allowed
+from feed.ws.protocol import CloseCode
+from feed.ws.takeover import SERVER_OPTIONS, prepare_handshake, take_over
 
 DASHBOARD = Path(__file__).resolve().parent / "feed" / "dashboard"
 
@@ -43,10 +45,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, service: FeedSer
     if service is None:
         service = FeedService(settings)
     app.extensions["marketfeed"] = service
-    # simple-websocket does the upgrade only: no reader thread (the hub reads
-    # in the request greenlet) and no pings of its own (the hub sends them).
-    app.config["SOCK_SERVER_OPTIONS"] = {"thread_class": NoThread, "ping_interval": None,
-                                         "max_message_size": None}
+    # simple-websocket does the upgrade only (feed/ws/takeover.py).
+    app.config["SOCK_SERVER_OPTIONS"] = dict(SERVER_OPTIONS)
     sock = Sock(app)
     register_routes(app, sock, service, settings)
     return app
@@ -71,16 +71,14 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
         if service.hub.full:
             service.metrics.rejected.labels("full").inc()
             return jsonify(error="full", message="this worker has its maximum of clients; retry"), 503
-        # Compression is negotiated off: each snapshot frame is encoded once
-        # and written to every client as is (see feed/wsconn.py for why).
-        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        prepare_handshake(request.environ)
         return None
 
     @sock.route("/ws")
     def websocket(ws: Any) -> None:
         remote = client_address(request.environ, settings)
         try:
-            service.hub.serve(ws, remote, leftover=handshake_leftover(request.environ))
+            service.hub.serve(take_over(ws, request.environ), remote)
         except OSError as exc:
             # Out of descriptors or memory: refuse this one client cleanly
             # (1013, try again later) rather than answer an upgraded socket
@@ -119,7 +117,7 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
 
     @app.get("/metrics")
     def metrics() -> Any:
-        from feed.metrics import CONTENT_TYPE_LATEST
+        from feed.server.metrics import CONTENT_TYPE_LATEST
 
         if (refused := operator_only()) is not None:
             return refused

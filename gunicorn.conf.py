@@ -3,10 +3,15 @@
 Start with:  gunicorn -c gunicorn.conf.py
 Imports stay light at module level: the master must not import redis,
 requests or ssl before gevent patches the workers it forks. Heavy modules
-are imported inside the hooks.
+are imported inside the hooks. The variables read here are declared with
+every other setting (feed/config/settings.py); an unparsable one falls back
+to its default here and is then named by the master's full validation,
+which stops the start.
 """
 
 import os
+
+from feed.config.settings import env_setting
 
 # --- the app -------------------------------------------------------------
 # The factory is called in each worker after fork (never --preload: each
@@ -16,15 +21,15 @@ preload_app = False
 
 # --- listening -----------------------------------------------------------
 # PORT is the original service's variable (Railway sets it). Default 8080.
-bind = [f"0.0.0.0:{os.environ.get('PORT', '8080')}"]
+bind = [f"0.0.0.0:{env_setting('port')}"]
 
 # --- workers -------------------------------------------------------------
 # One process per core is typical; each is an election candidate and serves
 # its own WebSocket clients. WEB_CONCURRENCY is the usual platform variable.
-workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
+workers = env_setting("web_concurrency")
 worker_class = "gevent"
 # Open WebSockets per worker (each is one greenlet). Sized for thousands.
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+worker_connections = env_setting("worker_connections")
 # Long-lived WebSockets are not "requests" that time out.
 timeout = 30
 keepalive = 5
@@ -36,19 +41,19 @@ control_socket_disable = True
 
 # --- shutdown ------------------------------------------------------------
 # After SIGTERM a worker releases leadership at once and closes its clients
-# with 1001 (feed/worker.py), so it normally exits in about a second. This is
+# with 1001 (feed/server/worker.py), so it normally exits in about a second. This is
 # only the upper bound before Gunicorn kills it; keep it below the platform's
 # draining time (railway.toml: drainingSeconds).
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "10"))
+graceful_timeout = env_setting("graceful_timeout")
 
 # --- logging -------------------------------------------------------------
 # One JSON object per line, like the app's own logs. The access log is on
 # (logconfig_dict turns it on), as one structured http_request event per
-# request with credential-like query values masked (feed/request_log.py);
+# request with credential-like query values masked (feed/server/request_log.py);
 # the formatter also masks every secret setting's value in any line.
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = env_setting("log_level")
 accesslog = None
-logger_class = "feed.request_log.RequestLogger"
+logger_class = "feed.server.request_log.RequestLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -69,8 +74,9 @@ def on_starting(server):
     import subprocess
     import sys
 
-    from feed.config import ConfigError, Settings
-    from feed.embedded import EmbeddedServices
+    from feed.config.settings import Settings
+    from feed.errors import ConfigError
+    from feed.server.embedded import EmbeddedServices
 
     try:
         settings = Settings.from_env()
@@ -82,7 +88,7 @@ def on_starting(server):
         # A Redis that refuses our password or our commands fails the start
         # (so a deploy fails visibly and the old one keeps serving); one that
         # is only unreachable now does not. In a process of its own: the
-        # master must not import redis (feed/preflight.py).
+        # master must not import redis (feed/redisconn/preflight.py).
         try:
             check = subprocess.run([sys.executable, "-m", "feed", "preflight"], capture_output=True,
                                    text=True, timeout=max(10.0, 4 * settings.redis_timeout + 5),
@@ -103,10 +109,10 @@ def child_exit(server, worker):
     """A worker ended (a crash, or a normal stop): clean up after it."""
     import sys
 
-    from feed.identity import node_prefix
+    from feed.election.identity import node_prefix
 
     # If the dead worker led, hand over now rather than when its lock expires
-    # (feed/reaper.py). A separate process: the master must not import redis.
+    # (feed/election/reaper.py). A separate process: the master must not import redis.
     # While the master is stopping (its listeners closed) workers exit after
     # releasing their lock themselves, so there is nothing to reap.
     if getattr(server, "LISTENERS", None):
@@ -131,18 +137,18 @@ def on_exit(server):
 # --- worker hooks ------------------------------------------------------------
 def post_worker_init(worker):
     # Here gevent has patched the process and the app is loaded: start the node.
-    from feed.worker import start_worker
+    from feed.server.worker import start_worker
 
     start_worker(worker)
 
 
 def worker_int(worker):
-    from feed.worker import stop_worker
+    from feed.server.worker import stop_worker
 
     stop_worker(worker)
 
 
 def worker_exit(server, worker):
-    from feed.worker import stop_worker
+    from feed.server.worker import stop_worker
 
     stop_worker(worker)

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from bench.harness import Backends, Loadgen, machine, percentile, start_server, table
-from feed.lab_procs import LoggedProcess, child_env
+from lab.procs import LoggedProcess, child_env
 
 
 def run_push(impl: str, clients_per_worker: int, messages: int, gap: float) -> dict[str, Any]:

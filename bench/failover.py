@@ -2,10 +2,10 @@
 
 Side by side, in one run, on one Redis:
 
-* ``ours``      3 headless nodes (``python -m feed node``), default timing
+* ``ours``      3 headless nodes (``python -m lab.node``), default timing
                 (TTL 10 s, renew 3 s): SIGTERM (graceful) and SIGKILL (crash);
 * ``ours/gunicorn``  one instance with 3 workers: SIGKILL of the leader worker,
-                which its master reports at once (feed/reaper.py);
+                which its master reports at once (feed/election/reaper.py);
 * ``original``  3 nodes running the original algorithm (bench/original.py:
                 5 s ticks, EX 10): SIGTERM and SIGKILL.
 
@@ -30,15 +30,15 @@ from typing import Any
 import redis
 
 from bench.harness import machine, percentile, table
-from feed.embedded_redis import RedisProcess
-from feed.lab import ServiceInstance
-from feed.lab_procs import LoggedProcess, child_env
-from feed.simulator import SimulatedExchange
+from feed.redisconn.embedded import RedisProcess
+from feed.simulator.server import SimulatedExchange
+from lab.cluster import ServiceInstance
+from lab.procs import LoggedProcess, child_env
+from lab.redis_clock import redis_now
 
 
 def now_ms(client: redis.Redis) -> float:
-    sec, usec = client.time()
-    return int(sec) * 1000 + int(usec) / 1000
+    return redis_now(client) * 1000
 
 
 def holder(client: redis.Redis) -> str | None:
@@ -68,7 +68,7 @@ class Nodes:
 
     def spawn(self) -> None:
         if self.kind == "ours":
-            args = [sys.executable, "-m", "feed", "node", "--fake"]
+            args = [sys.executable, "-m", "lab.node", "--fake"]
             proc = LoggedProcess(args, child_env(REDIS_URL=self.redis_url), name="node")
             node = proc.wait_for("node_started", 20)["node"]
         else:

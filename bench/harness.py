@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from feed.embedded import SimProcess  # noqa: E402
-from feed.embedded_redis import RedisProcess, free_port  # noqa: E402
-from feed.lab import ServiceInstance  # noqa: E402
-from feed.lab_procs import LoggedProcess, child_env  # noqa: E402
+from feed.redisconn.embedded import RedisProcess, free_port  # noqa: E402
+from feed.simulator.process import SimProcess  # noqa: E402
+from lab.cluster import ServiceInstance  # noqa: E402
+from lab.procs import LoggedProcess, child_env  # noqa: E402
 
 BUILD = ROOT / "bench" / ".build"
 IMPLS = ("ours", "ours-1thread", "naive", "socketio")

@@ -1,6 +1,6 @@
 """Baseline (b): the original Rust service's algorithm, re-enacted for comparison.
 
-As its own summary documents it (shared/reference), one loop per node:
+As the original service's own implementation summary documents it, one loop per node:
 
     every FETCH_INTERVAL (5 s), aligned to the node's own start:
       leader:   renew (Lua: if GET == me then EXPIRE 10) -> fetch -> SET latest_market_data EX 10
@@ -27,6 +27,8 @@ import threading
 
 import redis
 
+from lab.redis_clock import redis_now
+
 # The original's two scripts, as its summary gives them.
 RENEW = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
          "return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0")
@@ -35,11 +37,6 @@ RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL'
 
 def emit(event: str, **fields: object) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
-
-
-def redis_now(client: redis.Redis) -> float:
-    sec, usec = client.time()
-    return int(sec) + int(usec) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

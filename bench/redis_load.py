@@ -21,8 +21,8 @@ from typing import Any
 import redis
 
 from bench.harness import Backends, machine, table
-from feed.lab import ServiceInstance
-from feed.lab_procs import LoggedProcess, child_env
+from lab.cluster import ServiceInstance
+from lab.procs import LoggedProcess, child_env
 
 # Commands the re-enactment of the original issues only to time itself.
 INSTRUMENTATION = {"TIME"}

@@ -1,10 +1,10 @@
 """``python -m feed COMMAND``: operator and developer commands.
 
-    status   the cluster view, read straight from Redis (REDIS_URL)
-    sim      run the simulated exchange
-    node     run one headless node (election + feed, no web server)
-    reap     release the lock held by a dead worker process
+    status     the cluster view, read straight from Redis (REDIS_URL)
+    sim        run the simulated exchange
+    reap       release the lock held by a dead worker process (run by the Gunicorn master)
     preflight  check that the Redis in REDIS_URL can be used (run by the Gunicorn master)
+    config     the settings reference (docs/CONFIGURATION.md's tables), or check the environment
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "status": ("feed.cluster_status", "print who leads, the epoch and recent leadership events"),
-    "sim": ("feed.simulator", "run the simulated exchange (python -m feed sim --port 8090)"),
-    "node": ("feed.standalone", "run one headless node: election and feed, no web server"),
-    "reap": ("feed.reaper", "release the lock of a dead worker (run by the Gunicorn master)"),
-    "preflight": ("feed.preflight", "check that the Redis in REDIS_URL can be used (run by the master)"),
+    "status": ("feed.election.cluster", "print who leads, the epoch and recent leadership events"),
+    "sim": ("feed.simulator.cli", "run the simulated exchange (python -m feed sim --port 8090)"),
+    "reap": ("feed.election.reaper", "release the lock of a dead worker (run by the Gunicorn master)"),
+    "preflight": ("feed.redisconn.preflight", "check that REDIS_URL can be used (run by the master)"),
+    "config": ("feed.config.reference", "print the settings reference, or --check the environment"),
 }
 
 

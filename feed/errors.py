@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["FetchFailed", "MarketfeedError"]
+__all__ = ["ConfigError", "FetchFailed", "MarketfeedError"]
 
 
 class MarketfeedError(Exception):
     """Base of every error this package raises on purpose."""
+
+
+class ConfigError(MarketfeedError, ValueError):
+    """A setting is missing, unparsable or breaks a rule; the message says which."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.message = message
 
 
 class FetchFailed(MarketfeedError):

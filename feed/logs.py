@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from .config import redact_url, secret_values
+from feed.config.settings import secret_values
+from feed.redisconn.url import redact_url
 
 __all__ = ["JsonFormatter", "configure_logging", "log_event", "redact_text"]
 

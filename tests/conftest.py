@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from feed.config import _ENV  # noqa: E402
-from feed.embedded import SimProcess  # noqa: E402
-from feed.embedded_redis import RedisProcess  # noqa: E402
+from feed.config.settings import Settings  # noqa: E402
+from feed.redisconn.embedded import RedisProcess  # noqa: E402
+from feed.simulator.process import SimProcess  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -28,9 +28,8 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every setting the service reads starts unset in every test."""
-    for spec in _ENV.values():
-        monkeypatch.delenv(spec.var, raising=False)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    for var in Settings.env_names():
+        monkeypatch.delenv(var, raising=False)
 
 
 @pytest.fixture
@@ -81,6 +80,6 @@ def artifacts() -> Path:
 
 def python_env(**extra: str) -> dict[str, str]:
     """Environment for a child process: this interpreter's, the repo importable."""
-    from feed.lab_procs import child_env
+    from lab.procs import child_env
 
     return child_env(**extra)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from feed.config import ConfigError, Keys, Settings, redact_url
+from feed.config.settings import Settings
+from feed.election.keys import Keys
+from feed.errors import ConfigError
+from feed.redisconn.url import redact_url
 
 
 def test_defaults_match_the_original_service() -> None:
@@ -127,3 +130,32 @@ def test_redaction_in_free_text() -> None:
     shown = redact_text(text)
     assert "pw1" not in shown and "pw2" not in shown
     assert redact_text("nothing secret: redis://h:6379/0") == "nothing secret: redis://h:6379/0"
+
+
+def test_configuration_doc_matches_the_declarations() -> None:
+    """docs/CONFIGURATION.md's tables are the declarations' (python -m feed config --write)."""
+    from feed.config.reference import DOC, sync
+
+    text = DOC.read_text()
+    assert sync(text) == text, "docs/CONFIGURATION.md is out of date: run python -m feed config --write"
+    for var in Settings.env_names():
+        assert f"| `{var}` |" in text, f"{var} has no row in docs/CONFIGURATION.md"
+
+
+def test_every_variable_the_code_reads_is_declared() -> None:
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "feed", "app.py",
+                            "gunicorn.conf.py"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.split()
+    read = set()
+    for name in files:
+        if name.endswith(".py"):
+            read |= set(re.findall(r"""(?:environ\.get|environ\[|getenv)\(?["']([A-Z][A-Z0-9_]+)["']""",
+                                   (root / name).read_text()))
+    wsgi = {n for n in read if n.startswith("HTTP_")} | {"REMOTE_ADDR", "QUERY_STRING", "PATH_INFO",
+                                                          "REQUEST_METHOD"}
+    assert read - wsgi <= Settings.env_names(), sorted(read - wsgi - Settings.env_names())

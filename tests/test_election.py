@@ -9,13 +9,14 @@ import time
 import pytest
 import redis
 
-from feed.config import Keys, Settings
-from feed.election import Election, ElectionError
-from feed.envelope import Envelope
-from feed.fake_source import fake_fetcher
-from feed.node import FeedNode
-from feed.redis_client import connect
-from feed.store import SnapshotStore
+from feed.config.settings import Settings
+from feed.election.candidate import Election, ElectionError
+from feed.election.envelope import Envelope
+from feed.election.fence import FencedStore
+from feed.election.keys import Keys
+from feed.node.node import FeedNode
+from feed.redisconn.client import connect
+from lab.fake_source import fake_fetcher
 
 KEYS = Keys()
 
@@ -74,24 +75,24 @@ def test_a_lease_that_ran_out_while_the_lock_lived_resumes_under_a_new_epoch(red
                           lease_margin=1.5, fetch_interval=0.1)
     seen: list[tuple[int, int]] = []
     node = FeedNode(s, connect(redis_url), fake_fetcher(), listener=lambda e: seen.append(e.key))
-    e = node.election
-    assert e is not None
+    e = node.leadership
+    assert isinstance(e, Election)
     e.clock = lambda: now[0]
     assert e.try_acquire().acquired
     first = e.epoch
-    node._lead_step()  # term starts
+    node.leader.step()  # term starts
     for _ in range(3):
-        node._next_due = 0.0
-        node._lead_step()
+        node.leader.next_due = 0.0
+        node.leader.step()
     assert seen[-1][0] == first and seen[-1][1] >= 3
     now[0] += 3.0  # past the lease (4 - 1.5), not past the lock (4)
     assert e.step() == 0.0 and not e.is_leader  # lease_expired
     assert connect(redis_url).get("websocket:leader").decode() == node.node_id
     e.step()  # the lock is still ours: acquired again
     assert e.is_leader and e.epoch > first
-    node._lead_step()
-    node._next_due = 0.0
-    node._lead_step()
+    node.leader.step()
+    node.leader.next_due = 0.0
+    node.leader.step()
     assert seen[-1] == (e.epoch, 1) and seen == sorted(seen)
 
 
@@ -161,7 +162,7 @@ def test_epoch_after_cold_restart_exceeds_earlier_clock_based_epochs(redis_proc,
 
 
 def test_fenced_write_refuses_a_deposed_leader(rclient: redis.Redis) -> None:
-    store = SnapshotStore(rclient, KEYS, cache_ttl=10)
+    store = FencedStore(rclient, KEYS, cache_ttl=10)
     a, b = make(rclient, "a", ttl=0.3, renew_interval=0.1, margin=0.05), make(rclient, "b")
     ea = a.try_acquire().epoch
     assert store.write("a", env(ea, 1, "a")).ok
@@ -174,7 +175,7 @@ def test_fenced_write_refuses_a_deposed_leader(rclient: redis.Redis) -> None:
 
 
 def test_fenced_write_refuses_an_old_epoch_even_from_the_holder(rclient: redis.Redis) -> None:
-    store = SnapshotStore(rclient, KEYS)
+    store = FencedStore(rclient, KEYS)
     a = make(rclient, "a")
     e1 = a.try_acquire().epoch
     a.release()
@@ -185,7 +186,7 @@ def test_fenced_write_refuses_an_old_epoch_even_from_the_holder(rclient: redis.R
 
 
 def test_fenced_write_stores_with_ttl_and_publishes(rclient: redis.Redis) -> None:
-    store = SnapshotStore(rclient, KEYS, cache_ttl=10)
+    store = FencedStore(rclient, KEYS, cache_ttl=10)
     sub = rclient.pubsub()
     sub.subscribe(KEYS.updates)
     sub.get_message(timeout=1)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from feed.embedded_redis import RedisNotFound, RedisProcess, find_redis_server
+from feed.redisconn.embedded import RedisNotFound, RedisProcess, find_redis_server
 
 
 def test_redis_server_on_path_comes_first() -> None:
@@ -47,7 +47,7 @@ def test_embedded_redis_and_simulator_end_when_the_master_is_killed() -> None:
 
     import psutil
 
-    from feed.embedded_redis import free_port
+    from feed.redisconn.embedded import free_port
     from tests.support.procs import LoggedProcess, child_env
 
     env = child_env(PORT=str(free_port()), WEB_CONCURRENCY="1")

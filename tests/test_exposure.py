@@ -17,8 +17,9 @@ import pytest
 import redis
 import websocket as wsc
 
-from feed.embedded_redis import RedisProcess
-from tests.support.service import Instance, WSClient
+from feed.redisconn.embedded import RedisProcess
+from lab.clients import RecordingClient
+from tests.support.service import Instance
 
 WS_TOKEN = "ws-Tok3n-d41f9e"
 OPERATOR_TOKEN = "op-Tok3n-77c2ab"
@@ -50,7 +51,7 @@ def test_no_token_reaches_a_log_line(stack, redis_proc, sim) -> None:
     inst.get("/dashboard/app.js", headers={"Referer": f"{inst.url}/?token={WS_TOKEN}#operator_token=x"})
     # A successful upgrade (it takes the worker's one slot), then refusals:
     # 401 (wrong token), 403 (origin), 503 full.
-    ok = WSClient(f"{inst.ws_url}?token={WS_TOKEN}", name="ok").start()
+    ok = RecordingClient(f"{inst.ws_url}?token={WS_TOKEN}", name="ok").start()
     stack.callback(ok.close)
     ok.wait_snapshots(1)
     assert refused_status(f"{inst.ws_url}?token=wrong-{WS_TOKEN}") == 401
@@ -101,7 +102,7 @@ def test_operator_endpoints_and_public_frames(stack, redis_proc, sim) -> None:
     assert full["status"] == "ok" and full["node"] in inst.nodes and full["redis"]["url"]
 
     # Frames name no host and no pid: opaque, stable labels instead.
-    c = WSClient(inst.ws_url, name="public").start()
+    c = RecordingClient(inst.ws_url, name="public").start()
     stack.callback(c.close)
     c.wait_snapshots(2)
     node = next(iter(inst.nodes))
@@ -156,7 +157,7 @@ def test_permissions_lost_at_run_time_show_as_degraded(stack, tmp_path, sim) -> 
     admin = redis.Redis(port=server.port)
     admin.execute_command("ACL", "SETUSER", "feed", "on", ">feed-pass-2", "~*", "&*", "+@all")
     inst = start(stack, "lost", f"redis://feed:feed-pass-2@127.0.0.1:{server.port}/0", sim.url)
-    c = WSClient(inst.ws_url, name="viewer").start()
+    c = RecordingClient(inst.ws_url, name="viewer").start()
     stack.callback(c.close)
     c.wait_snapshots(2)
     assert inst.get("/health").json()["status"] == "ok"
@@ -185,12 +186,12 @@ def test_permissions_lost_at_run_time_show_as_degraded(stack, tmp_path, sim) -> 
 def test_a_misconfiguration_is_logged_again_every_minute(caplog) -> None:
     import logging
 
-    from feed.redis_health import RedisHealth
+    from feed.redisconn.health import RedisHealth
 
     now = [0.0]
     health = RedisHealth("ws-x-1-ab", "election", clock=lambda: now[0])
     refused = redis.exceptions.NoPermissionError("User feed has no permissions to run the 'evalsha' command")
-    with caplog.at_level(logging.INFO, logger="feed.redis"):
+    with caplog.at_level(logging.INFO, logger="feed.redisconn.health"):
         for _ in range(30):  # a retry every 2 s for a minute
             health.failed(refused, "follower")
             now[0] += 2.0
@@ -213,7 +214,7 @@ def test_the_documented_redis_permissions_are_enough(stack, tmp_path, sim) -> No
     redis.Redis(port=server.port).execute_command("ACL", "SETUSER", "feed", *rules)
     url = f"redis://feed:feed-pass-3@127.0.0.1:{server.port}/0"
     inst = start(stack, "acl", url, sim.url)
-    c = WSClient(inst.ws_url, name="viewer").start()
+    c = RecordingClient(inst.ws_url, name="viewer").start()
     stack.callback(c.close)
     c.wait_snapshots(3)
     assert inst.get("/health").json()["status"] == "ok"

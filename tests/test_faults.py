@@ -16,8 +16,10 @@ import pytest
 import redis
 import requests
 
-from feed.embedded_redis import RedisProcess
-from tests.support.service import Instance, WSClient
+from feed.redisconn.embedded import RedisProcess
+from lab.clients import RecordingClient
+from lab.redis_clock import redis_now_ms
+from tests.support.service import Instance
 from tests.support.tcpproxy import TCPProxy
 from tests.test_cluster import Recorder, assert_one_writer_at_a_time, wait_leader
 
@@ -33,15 +35,10 @@ def start(stack: ExitStack, name: str, redis_url: str, sim_url: str, workers: in
     return inst.wait_ready()
 
 
-def client(stack: ExitStack, inst: Instance, name: str, **kw) -> WSClient:
-    c = WSClient(inst.ws_url, name=name, **kw).start()
+def client(stack: ExitStack, inst: Instance, name: str, **kw) -> RecordingClient:
+    c = RecordingClient(inst.ws_url, name=name, **kw).start()
     stack.callback(c.close)
     return c
-
-
-def redis_ms(client: redis.Redis) -> int:
-    sec, usec = client.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 def acquisitions(client: redis.Redis) -> list[tuple[int, str, int]]:
@@ -53,7 +50,7 @@ def worker_pids(inst: Instance) -> set[int]:
     return {c.pid for c in psutil.Process(inst.proc.pid).children()}
 
 
-def assert_in_order(c: WSClient) -> None:
+def assert_in_order(c: RecordingClient) -> None:
     keys = c.keys()
     assert keys == sorted(set(keys)), f"{c.name} saw (epoch, seq) go backwards or repeat: {keys}"
 
@@ -80,7 +77,7 @@ def test_redis_killed_and_restarted_empty(stack, redis_proc, rclient, sim) -> No
 
     redis_proc.start()
     fresh = redis.Redis.from_url(redis_proc.url)
-    back = redis_ms(fresh)
+    back = redis_now_ms(fresh)
     wait_leader(fresh, timeout=TTL + 10)
     took = (acquisitions(fresh)[0][0] - back) / 1000
     assert took <= TTL + 2, f"no leader until {took:.2f}s after Redis returned"
@@ -110,7 +107,7 @@ def test_partitioned_leader_stops_and_rejoins_as_follower(stack, redis_proc, rcl
     for c in watchers:
         c.wait_snapshots(2)
 
-    t_cut = redis_ms(rclient)
+    t_cut = redis_now_ms(rclient)
     if fault == "blackhole":
         proxy.blackhole()  # packets vanish: no reset, only timeouts
     else:
@@ -350,7 +347,7 @@ def test_a_killed_leader_worker_is_replaced_at_once_not_after_its_ttl(stack, red
     owner = next(i for i in insts if leader in i.nodes)
     watcher = client(stack, next(i for i in insts if i is not owner), "watcher")
     watcher.wait_snapshots(2)
-    killed_ms = redis_ms(rclient)
+    killed_ms = redis_now_ms(rclient)
     psutil.Process(owner.nodes[leader]).kill()
     new = wait_leader(rclient, timeout=15, not_=leader)
     took = (acquisitions(rclient)[-1][0] - killed_ms) / 1000
@@ -368,8 +365,8 @@ def test_a_killed_leader_worker_is_replaced_at_once_not_after_its_ttl(stack, red
 
 
 def test_reaper_leaves_a_live_leader_alone(redis_proc, rclient) -> None:
-    from feed.config import Keys
-    from feed.reaper import reap
+    from feed.election.keys import Keys
+    from feed.election.reaper import reap
 
     rclient.set("websocket:leader", "ws-r1-123-abcd", px=10000)
     assert reap(rclient, Keys(), "ws-r1-12-") is None  # a prefix, not a substring match

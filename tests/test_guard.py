@@ -13,8 +13,8 @@ import os
 import pytest
 
 from app import create_app
-from feed.access import check_access, client_address
-from feed.config import Settings
+from feed.config.settings import Settings
+from feed.ws.access import check_access, client_address
 
 OPERATOR = "op-token-for-tests"
 WS = "ws-token-for-tests"
@@ -78,7 +78,7 @@ def test_without_an_operator_token_everything_is_open() -> None:
 
 
 def test_node_labels_in_frames() -> None:
-    from feed.service import FeedService
+    from feed.server.service import FeedService
 
     assert FeedService(settings()).label is None
     assert FeedService(settings(operator_token=OPERATOR)).label is not None
@@ -104,7 +104,7 @@ def test_forwarded_headers_only_from_trusted_proxies() -> None:
 
 @pytest.mark.parametrize("token", ["short", "has space in it"])
 def test_weak_tokens_are_refused_at_start_up(token: str) -> None:
-    from feed.config import ConfigError
+    from feed.errors import ConfigError
 
     for var in ("WS_TOKEN", "OPERATOR_TOKEN"):
         with pytest.raises(ConfigError, match=var):

@@ -20,18 +20,18 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from feed.lab import Cluster, Timing
-from feed.lab_analysis import (
+from lab.analysis import (
     fetch_irregularities,
     leadership_terms,
     longest_gap,
     simulate_original,
 )
+from lab.cluster import Cluster, Timing
 from tests.conftest import python_env
 
 CHILD = textwrap.dedent("""
     import json, sys, time
-    from feed.lab import Cluster, Timing
+    from lab.cluster import Cluster, Timing
     lab = Cluster(instances=1, workers=2, timing=Timing.fast()).start()
     lab.wait_serving()
     lab.connect(0).wait_snapshots(1)

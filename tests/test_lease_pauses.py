@@ -16,7 +16,8 @@ import psutil
 import pytest
 import redis
 
-from tests.support.service import Instance, WSClient
+from lab.clients import RecordingClient
+from tests.support.service import Instance
 
 # The lease ends 2.5 s after a renewal, the lock 4 s after it; the pause
 # ends at 3.0 s, between the two.
@@ -57,26 +58,26 @@ def cluster(stack: ExitStack, redis_url: str, sim_url: str) -> list[Instance]:
     return insts
 
 
-def watch(stack: ExitStack, insts: list[Instance], per_instance: int = 2) -> list[WSClient]:
+def watch(stack: ExitStack, insts: list[Instance], per_instance: int = 2) -> list[RecordingClient]:
     clients = []
     for inst in insts:
         for n in range(per_instance):
-            c = WSClient(inst.ws_url, name=f"{inst.name}-c{n}").start()
+            c = RecordingClient(inst.ws_url, name=f"{inst.name}-c{n}").start()
             stack.callback(c.close)
             clients.append(c)
     return clients
 
 
-def assert_only_growing(c: WSClient) -> None:
+def assert_only_growing(c: RecordingClient) -> None:
     keys = c.keys()
     assert keys == sorted(set(keys)), f"{c.name}: (epoch, seq) went backwards or repeated: {keys}"
 
 
-def clients_per_worker(stack: ExitStack, inst: Instance, workers: int) -> dict[str, WSClient]:
+def clients_per_worker(stack: ExitStack, inst: Instance, workers: int) -> dict[str, RecordingClient]:
     """New clients until one is served by each worker of ``inst``."""
-    found: dict[str, WSClient] = {}
+    found: dict[str, RecordingClient] = {}
     for n in range(40):
-        c = WSClient(inst.ws_url, name=f"{inst.name}-late{n}").start()
+        c = RecordingClient(inst.ws_url, name=f"{inst.name}-late{n}").start()
         stack.callback(c.close)
         c.wait_snapshots(1, 5)
         served = c.snapshots()[0]["served_by"]

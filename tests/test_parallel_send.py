@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from feed.frames import text_frame
-from feed.parallel_send import send_to_all
+from feed.ws.broadcast import send_to_all
+from feed.ws.frames import text_frame
 
 
 @pytest.fixture

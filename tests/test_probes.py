@@ -17,7 +17,8 @@ from contextlib import ExitStack
 import pytest
 import websocket as wsc
 
-from tests.support.service import Instance, WSClient
+from lab.clients import RecordingClient
+from tests.support.service import Instance
 from tests.test_service import metric
 
 
@@ -148,7 +149,7 @@ def test_client_chosen_close_codes_do_not_grow_metrics_or_logs(inst: Instance) -
 
 
 def test_a_ping_flood_counts_against_the_rate_limit(inst: Instance, stack: ExitStack) -> None:
-    bystander = WSClient(inst.ws_url, name="bystander").start()
+    bystander = RecordingClient(inst.ws_url, name="bystander").start()
     stack.callback(bystander.close)
     ws = wsc.create_connection(inst.ws_url, timeout=5, suppress_origin=True)
     code = None

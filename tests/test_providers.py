@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from feed.config import ConfigError, Settings
-from feed.providers import USER_AGENT, build_fetcher
+from feed.config.settings import Settings
+from feed.errors import ConfigError
 from feed.providers.binance import parse_ticker
 from feed.providers.coingecko import coin_id, parse_global, parse_prices
 from feed.providers.feargreed import parse_fng
-from feed.providers.fetcher import base_urls
+from feed.providers.fetcher import base_urls, build_fetcher
 from feed.providers.snapshot import CallResult, assemble
-from feed.providers.transport import Call, CallFailed, parse_retry_after
+from feed.providers.transport import USER_AGENT, Call, CallFailed, parse_retry_after
 from feed.providers.validate import PRICE_USD, InvalidResponse, loads_strict, number
-from feed.simulator import SimulatedExchange
+from feed.simulator.server import SimulatedExchange
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP")

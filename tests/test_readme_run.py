@@ -17,8 +17,20 @@ from pathlib import Path
 
 import websocket
 
-from feed.embedded_redis import free_port
+from feed.redisconn.embedded import free_port
 from tests.support.procs import ROOT, LoggedProcess, child_env
+
+IMPORT_ALL = """
+import importlib, pathlib
+names = []
+for p in sorted(pathlib.Path("feed").rglob("*.py")):
+    parts = p.with_suffix("").parts
+    name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    if not name.endswith("__main__"):
+        importlib.import_module(name)
+        names.append(name)
+print("imported", len(names))
+"""
 
 
 def readme_commands() -> tuple[str, str]:
@@ -72,6 +84,13 @@ def test_readme_run_command_serves_snapshots_with_nothing_configured(tmp_path: P
             ws.close()
         assert first["type"] == "snapshot" and first["data"]["prices"]["BTC"]["usd"] > 0
         assert (second["epoch"], second["seq"]) > (first["epoch"], first["seq"])
+        # Every module of the runtime package imports in this virtualenv, made
+        # from requirements.txt alone (no development dependency in it).
+        check = subprocess.run(
+            [str(work / ".venv" / "bin" / "python"), "-c", IMPORT_ALL], cwd=str(work), env=env,
+            capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stderr[-3000:]
+        assert int(check.stdout.split()[-1]) > 40, check.stdout
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

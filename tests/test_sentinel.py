@@ -17,14 +17,17 @@ import pytest
 import redis
 from redis.connection import SSLConnection
 
-from feed.config import ConfigError, Settings, redact_url
-from feed.election import Election
-from feed.embedded_redis import RedisProcess, free_port
-from feed.envelope import Envelope
-from feed.redis_client import connect, parse_sentinel_url
-from feed.store import SnapshotStore
+from feed.config.settings import Settings
+from feed.election.candidate import Election
+from feed.election.envelope import Envelope
+from feed.election.fence import FencedStore
+from feed.errors import ConfigError
+from feed.redisconn.client import connect, parse_sentinel_url
+from feed.redisconn.embedded import RedisProcess, free_port
+from feed.redisconn.url import redact_url
+from lab.clients import RecordingClient
 from tests.support.sentinel import SentinelCluster
-from tests.support.service import FAST_ENV, Instance, WSClient
+from tests.support.service import FAST_ENV, Instance
 
 SECRET = "s3cr#t/pw"
 SECRET_Q = "s3cr%23t%2Fpw"  # the same, percent-encoded for a URL
@@ -127,7 +130,7 @@ def test_a_master_without_its_replicas_refuses_every_script(tmp_path) -> None:
         client = connect(server.url, timeout=0.5)
         admin = redis.Redis.from_url(server.url)
         election = Election(client, "n1", ttl=2, renew_interval=0.5, margin=0.3)
-        store = SnapshotStore(client)
+        store = FencedStore(client)
         with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
             election.try_acquire()
         assert admin.keys("*") == []  # nothing half-written
@@ -280,7 +283,7 @@ def test_service_elects_again_after_the_master_is_killed(sentinels, sim) -> None
         clients = []
         for inst in instances:
             for j in range(2):
-                c = WSClient(inst.ws_url, name=f"{inst.name}-c{j}").start()
+                c = RecordingClient(inst.ws_url, name=f"{inst.name}-c{j}").start()
                 stack.callback(c.close)
                 clients.append(c)
         for c in clients:
@@ -294,7 +297,7 @@ def test_service_elects_again_after_the_master_is_killed(sentinels, sim) -> None
 
         sentinels.master.kill()
         killed, killed_wall = time.monotonic(), time.time()
-        old_max = max(key[0] for c in clients for key in c.keys())  # noqa: SIM118 - WSClient.keys()
+        old_max = max(key[0] for c in clients for key in c.keys())  # noqa: SIM118 - RecordingClient.keys()
         new_port = sentinels.wait_master_change(old_port, timeout=30)
         switched = time.monotonic()
         promoted = sentinels.client_for(new_port)
@@ -350,7 +353,7 @@ def test_service_leaves_a_live_old_master_after_a_manual_failover(sentinels, sim
         inst = Instance("m1", workers=2, redis_url=sentinels.url(), sim_url=sim.url)
         stack.callback(inst.stop)
         inst.wait_ready(60)
-        client = WSClient(inst.ws_url, name="m1-c").start()
+        client = RecordingClient(inst.ws_url, name="m1-c").start()
         stack.callback(client.close)
         client.wait_snapshots(2, timeout=15)
         old_port = sentinels.master_port()

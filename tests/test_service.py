@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.service import Instance, WSClient
+from lab.clients import RecordingClient
+from lab.redis_clock import redis_now_ms
+from tests.support.service import Instance
 from tests.test_cluster import Recorder, wait_leader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +39,8 @@ def start_instances(stack: ExitStack, n: int, redis_url: str, sim_url: str, work
     return instances
 
 
-def connect(stack: ExitStack, url: str, name: str = "", **kw) -> WSClient:
-    client = WSClient(url, name=name, **kw).start()
+def connect(stack: ExitStack, url: str, name: str = "", **kw) -> RecordingClient:
+    client = RecordingClient(url, name=name, **kw).start()
     stack.callback(client.close)
     return client
 
@@ -121,8 +123,7 @@ def test_sigterm_to_the_leaders_instance_hands_over_fast_and_closes_clients_1001
     other_clients = [connect(stack, others[0].ws_url, f"o{i}") for i in range(3)]
     for c in doomed_clients + other_clients:
         c.wait_snapshots(1)
-    t0 = rclient.time()
-    sent_ms = int(t0[0]) * 1000 + int(t0[1]) // 1000
+    sent_ms = redis_now_ms(rclient)
     doomed.proc.signal(signal.SIGTERM)
     new = wait_leader(rclient, timeout=5, not_=leader)
     assert new not in doomed.nodes
@@ -201,12 +202,12 @@ def test_bad_messages_get_the_right_answer_and_harm_no_one(stack, redis_proc, si
     bystander = connect(stack, inst.ws_url, "bystander")
     bystander.wait_snapshots(1)
 
-    def fresh(name: str) -> WSClient:
+    def fresh(name: str) -> RecordingClient:
         c = connect(stack, inst.ws_url, name)
         c.wait_snapshots(1)
         return c
 
-    def ask(c: WSClient, text: str, kind: str = "error") -> dict:
+    def ask(c: RecordingClient, text: str, kind: str = "error") -> dict:
         """Send ``text`` and return the next reply of type ``kind``."""
         before = sum(1 for r in c.messages if r.msg.get("type") == kind)
         c.send(text)

@@ -16,7 +16,9 @@ import requests
 from feed.providers.binance import parse_ticker
 from feed.providers.coingecko import parse_global, parse_prices
 from feed.providers.feargreed import parse_fng
-from feed.simulator import FaultError, Market, SimulatedExchange
+from feed.simulator.faults import FaultError
+from feed.simulator.market import Market
+from feed.simulator.server import SimulatedExchange
 from tests.conftest import ROOT, python_env
 
 TIMEOUT = 5

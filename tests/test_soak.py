@@ -5,7 +5,7 @@ Not part of the default run (about 10 minutes):
     .venv/bin/python -m pytest -m soak -s           # SOAK_SECONDS, SOAK_CLIENTS to change
 
 Kills alternate between the leader's worker (SIGKILL; its master replaces
-it and hands leadership over at once, see feed/reaper.py) and the leader's
+it and hands leadership over at once, see feed/election/reaper.py) and the leader's
 whole instance (SIGKILL to the master and its workers; the lock must expire,
 and the instance is restarted on the same port). Clients come from the C
 load generator, which reconnects a client 200 ms after its connection ends
@@ -28,9 +28,9 @@ import psutil
 import pytest
 import redis
 
-from feed.embedded_redis import RedisProcess
-from feed.lab import ServiceInstance
-from feed.simulator import SimulatedExchange
+from feed.redisconn.embedded import RedisProcess
+from feed.simulator.server import SimulatedExchange
+from lab.cluster import ServiceInstance
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 # Longer than the default per-test limit: the run itself plus start and stop.

@@ -11,16 +11,18 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from feed.config import Keys, Settings
-from feed.embedded_redis import free_port
-from feed.envelope import Envelope
+from feed.config.settings import Settings
+from feed.election.envelope import Envelope
+from feed.election.keys import Keys
 from feed.errors import FetchFailed
-from feed.node import FeedNode
-from feed.providers import Fetcher, build_fetcher
-from feed.redis_client import connect
-from feed.simulator import SimulatedExchange
+from feed.node.node import FeedNode
+from feed.providers.fetcher import Fetcher, build_fetcher
+from feed.providers.names import PROVIDER_NAMES
+from feed.redisconn.client import connect
+from feed.redisconn.embedded import free_port
+from feed.simulator.server import SimulatedExchange
 
-PROVIDERS = ("coingecko", "binance", "feargreed")
+PROVIDERS = PROVIDER_NAMES
 
 
 def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -385,10 +387,10 @@ def test_nothing_written_when_every_provider_fails(redis_url: str, rclient: redi
             sim.inject(status=500)
             # The loop fetches one at a time: after one failure every later fetch
             # began after the fault, so the stored snapshot is final until it clears.
-            wait_until(lambda: node.failures >= 1, 5, "a failed fetch")
+            wait_until(lambda: node.leader.failures >= 1, 5, "a failed fetch")
             before = read_snapshot(rclient)
             calls_before = sim.stats()["total"]
-            wait_until(lambda: node.failures >= 5, 10, "more failed fetches")
+            wait_until(lambda: node.leader.failures >= 5, 10, "more failed fetches")
             after = read_snapshot(rclient)
             assert before is not None and after is not None
             assert after.key == before.key and after.fetched_at == before.fetched_at
@@ -399,7 +401,7 @@ def test_nothing_written_when_every_provider_fails(redis_url: str, rclient: redi
             sim.clear_faults()
             wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq > before.seq,
                        10, "a new snapshot once the upstream recovers")
-            assert node.failures == 0
+            assert node.leader.failures == 0
         finally:
             node.stop()
             fetcher.close()

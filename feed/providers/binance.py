@@ -16,8 +16,8 @@ import json
 from functools import partial
 from typing import Any
 
-from .transport import Call
-from .validate import CHANGE_PCT, PRICE_USD, expect, number
+from feed.providers.transport import Call
+from feed.providers.validate import CHANGE_PCT, PRICE_USD, expect, number
 
 __all__ = ["LIVE_URL", "NAME", "QUOTE", "calls", "pair", "parse_ticker"]
 

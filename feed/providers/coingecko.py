@@ -17,8 +17,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from .transport import Call
-from .validate import CAP_USD, CHANGE_PCT, PERCENT, PRICE_USD, Range, expect, number
+from feed.providers.transport import Call
+from feed.providers.validate import CAP_USD, CHANGE_PCT, PERCENT, PRICE_USD, Range, expect, number
 
 __all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "calls", "coin_id", "parse_global", "parse_prices"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .transport import Call
-from .validate import InvalidResponse, expect
+from feed.providers.transport import Call
+from feed.providers.validate import InvalidResponse, expect
 
 __all__ = ["LIVE_URL", "NAME", "calls", "parse_fng"]
 

@@ -14,16 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from ..config import ConfigError, Settings
-from ..errors import FetchFailed
-from ..logs import log_event
-from . import binance, coingecko, feargreed
-from .snapshot import CallResult, assemble, has_data
-from .transport import Call, CallFailed, HttpClient, OnCall
+from feed.config.settings import Settings
+from feed.errors import ConfigError, FetchFailed
+from feed.logs import log_event
+from feed.providers import binance, coingecko, feargreed
+from feed.providers.snapshot import CallResult, assemble, has_data
+from feed.providers.transport import Call, CallFailed, HttpClient, OnCall
 
 __all__ = ["PROVIDERS", "Fetcher", "base_urls", "build_fetcher", "fetch_budget"]
 
-log = logging.getLogger("feed.providers")
+log = logging.getLogger(__name__)
 
 PROVIDERS = {m.NAME: m for m in (coingecko, binance, feargreed)}
 _OVERRIDE = {"coingecko": "coingecko_url", "binance": "binance_url", "feargreed": "feargreed_url"}

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .transport import Call, CallFailed
+from feed.providers.transport import Call, CallFailed
 
 __all__ = ["PRICE_PREFERENCE", "CallResult", "assemble", "has_data"]
 

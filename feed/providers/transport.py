@@ -24,9 +24,10 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from .. import __version__
-from ..logs import log_event
-from .validate import InvalidResponse, loads_strict
+from feed import __version__
+from feed.logs import log_event
+from feed.providers.names import NODE_HEADER
+from feed.providers.validate import InvalidResponse, loads_strict
 
 __all__ = [
     "NODE_HEADER",
@@ -40,10 +41,9 @@ __all__ = [
     "parse_retry_after",
 ]
 
-log = logging.getLogger("feed.providers")
+log = logging.getLogger(__name__)
 
 USER_AGENT = f"marketfeed/{__version__}"
-NODE_HEADER = "X-Marketfeed-Node"
 OUTCOMES = (
     "ok", "http_error", "timeout", "connection_error", "invalid", "too_large",
     "rate_limited", "skipped",

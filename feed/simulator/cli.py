@@ -14,12 +14,12 @@ import signal
 import sys
 import threading
 
-from ..logs import configure_logging, log_event
-from .server import SimulatedExchange
+from feed.logs import configure_logging, log_event
+from feed.simulator.server import SimulatedExchange
 
 __all__ = ["main"]
 
-log = logging.getLogger("feed.simulator")
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,9 +13,11 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from feed.providers.names import PROVIDER_NAMES
+
 __all__ = ["GLOBAL", "MALFORMED", "PROVIDERS", "FaultBook", "FaultError", "FaultSpec", "parse_fault"]
 
-PROVIDERS = ("coingecko", "binance", "feargreed")
+PROVIDERS = PROVIDER_NAMES
 GLOBAL = "*"
 MALFORMED = ("not_json", "truncated", "wrong_shape", "nan", "negative", "zero", "huge")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..providers.coingecko import COINGECKO_IDS
+from feed.providers.coingecko import COINGECKO_IDS
 
 __all__ = ["DEFAULT_COINS", "Market", "Quote", "fear_greed_label", "symbol_for_id"]
 

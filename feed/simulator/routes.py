@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .market import Market
+from feed.simulator.market import Market
 
 __all__ = ["PAD_MARKER", "Answer", "error_payload", "malform", "padded", "route"]
 

@@ -18,17 +18,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..logs import log_event
-from .faults import GLOBAL, PROVIDERS, FaultBook, FaultError, FaultSpec, parse_fault
-from .market import Market
-from .routes import Answer, error_payload, malform, padded, route
-from .stats import CallStats
+from feed.logs import log_event
+from feed.providers.names import NODE_HEADER
+from feed.simulator.faults import GLOBAL, PROVIDERS, FaultBook, FaultError, FaultSpec, parse_fault
+from feed.simulator.market import Market
+from feed.simulator.routes import Answer, error_payload, malform, padded, route
+from feed.simulator.stats import CallStats
 
-__all__ = ["NODE_HEADER", "SimulatedExchange"]
+__all__ = ["SimulatedExchange"]
 
-log = logging.getLogger("feed.simulator")
+log = logging.getLogger(__name__)
 
-NODE_HEADER = "X-Marketfeed-Node"
 MAX_CONTROL_BODY = 64 * 1024
 IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle
 PAD_CHUNK = 64 * 1024

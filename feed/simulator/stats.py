@@ -11,7 +11,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from ..envelope import iso_utc
+from feed.election.envelope import iso_utc
 
 __all__ = ["CallStats"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from feed.embedded_redis import RedisProcess, find_redis_server, free_port
+from feed.redisconn.embedded import RedisProcess, find_redis_server, free_port
 
 __all__ = ["SentinelCluster", "SentinelProcess"]
 

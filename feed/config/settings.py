@@ -1,0 +1,359 @@
+"""Settings: every tunable declared once, read from the environment, validated once.
+
+Each field below is one setting: its environment variable, default, parser,
+rule and one-line doc (:func:`feed.config.declare.setting`). Names and
+defaults of the original service are kept (``REDIS_URL``,
+``FETCH_INTERVAL_SECONDS`` = 5, ``PORT`` = 8080, ``RAILWAY_REPLICA_ID``).
+:meth:`Settings.validate` applies every field's rule and the rules that
+relate fields to each other, naming the setting and the rule when it refuses
+a value; docs/CONFIGURATION.md's tables are generated from the same fields
+(``python -m feed config --write``) and a test fails when they disagree.
+
+Standard library only: the Gunicorn master validates before it forks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from feed.config.declare import (
+    Setting,
+    at_least,
+    between,
+    flag,
+    http_url,
+    lower,
+    name_without_spaces,
+    networks,
+    non_negative,
+    one_of,
+    origins,
+    positive,
+    setting,
+    tcp_port,
+    token,
+    words,
+    words_as,
+)
+from feed.election.keys import DEFAULT_PREFIX, Keys
+from feed.errors import ConfigError
+from feed.providers.names import PROVIDER_NAMES
+from feed.redisconn.url import check_redis_url, passwords_in, redact_url
+
+__all__ = ["SECTIONS", "Settings", "env_setting", "secret_values"]
+
+#: Sections of docs/CONFIGURATION.md, in order: key -> title.
+SECTIONS = {
+    "original": "The original service's settings (same names, same defaults)",
+    "election": "Election, cache and timing",
+    "upstream": "Upstream market APIs ([PROVIDERS.md](PROVIDERS.md))",
+    "clients": "WebSocket clients ([PROTOCOL.md](PROTOCOL.md))",
+    "operators": "Operators and proxies",
+    "gunicorn": "Gunicorn (gunicorn.conf.py)",
+}
+UPSTREAM_MODES = ("sim", "live")
+NODE_ID_MODES = ("auto", "full", "opaque")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _redis_url(value: str) -> str | None:
+    try:
+        check_redis_url(value)
+    except ConfigError as exc:
+        return exc.message
+    return None
+
+
+def _providers(value: tuple[str, ...]) -> str | None:
+    if not value:
+        return "must name at least one provider"
+    unknown = [p for p in value if p not in PROVIDER_NAMES]
+    if unknown:
+        return f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDER_NAMES)}"
+    return None
+
+
+def _symbols(value: tuple[str, ...]) -> str | None:
+    if not value:
+        return "must name at least one symbol"
+    for s in value:
+        if not (s.isascii() and s.isalnum() and len(s) <= 12):
+            return f"{s!r} is not a ticker symbol (letters and digits, at most 12)"
+    return None
+
+
+def _origins(value: tuple[str, ...]) -> str | None:
+    from urllib.parse import urlsplit
+
+    for origin in value:
+        if origin != "*" and not urlsplit(origin).netloc:
+            return f"{origin!r} is not an origin like https://example.com"
+    return None
+
+
+def _ping(value: float) -> str | None:
+    if non_negative(value):
+        return "must be >= 0 (0 turns pings off)"
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All tunables with their defaults; see docs/CONFIGURATION.md."""
+
+    # --- the original service's -----------------------------------------------
+    redis_url: str | None = setting(
+        "REDIS_URL", None, "`redis://[user:pass@]host:port/db`, `rediss://...` (TLS), "
+        "`unix:///path/redis.sock`, or `redis+sentinel://[user:pass@]h1:p1,h2:p2/master[/db]"
+        "[?sentinel_password=...]` ([SENTINEL.md](SENTINEL.md)). Unset under Gunicorn: the master "
+        "starts an embedded Redis for its own workers (not shared, not persisted) and says so in the log",
+        section="original", rule=_redis_url, shown="unset")
+    fetch_interval: float = setting(
+        "FETCH_INTERVAL_SECONDS", 5.0, "how often the leader fetches the market APIs",
+        section="original", rule=positive)
+    port: int = setting("PORT", 8080, "HTTP port (Railway sets it)", section="original", rule=tcp_port())
+    replica_id: str | None = setting(
+        "RAILWAY_REPLICA_ID", None, "part of every node id, `ws-<replica>-<pid>-<random>`",
+        section="original", shown="the host name")
+
+    # --- election, cache and timing ---------------------------------------------
+    key_prefix: str = setting(
+        "KEY_PREFIX", DEFAULT_PREFIX, "names every Redis key: `<prefix>:leader`, `:epoch`, `:updates`, "
+        "`:leader-events`, `:events`, and `<prefix>:latest_market_data`, except that the default prefix "
+        "keeps the original bare `latest_market_data`. Two deployments on one Redis need only different "
+        "prefixes", section="election", rule=name_without_spaces)
+    lock_ttl: float = setting(
+        "LOCK_TTL_SECONDS", 10.0, "TTL of the leader lock; must be > 2 x `RENEW_INTERVAL_SECONDS`",
+        section="election", rule=positive)
+    renew_interval: float = setting("RENEW_INTERVAL_SECONDS", 3.0, "how often the leader renews",
+                                    section="election", rule=positive)
+    lease_margin: float = setting(
+        "LEASE_MARGIN_SECONDS", 2.0, "a leader whose renewals fail stops acting this long before its "
+        "lock could expire; must be < TTL - renew interval", section="election", rule=non_negative)
+    cache_ttl: float = setting("CACHE_TTL_SECONDS", 10.0, "TTL of `latest_market_data`",
+                               section="election", rule=positive)
+    stale_after: float = setting(
+        "STALE_AFTER_SECONDS", 15.0, "snapshots older than this are sent with `stale: true`, and "
+        "connected clients get a `stale` message", section="election", rule=positive)
+    step_down_after: int = setting(
+        "STEP_DOWN_AFTER_FAILURES", 0, "a leader whose whole fetch fails this many times in a row "
+        "releases leadership (and stays out for one TTL) so another instance can try; 0 = never",
+        section="election", rule=at_least(0), shown="0 (off)")
+    election: bool = setting(
+        "ELECTION", True, "`off`: every worker fetches on its own (the no-election baseline of the "
+        "lab; not for production)", section="election", parser=flag, shown="on")
+    events_maxlen: int = setting("EVENTS_MAXLEN", 1000, "length cap of the `websocket:events` history "
+                                 "stream", section="election", rule=at_least(1))
+    redis_timeout: float = setting(
+        "REDIS_TIMEOUT_SECONDS", 2.0, "connect and reply timeout of every Redis call (short on purpose: "
+        "a lease is only as good as the time to learn it failed)", section="election", rule=positive)
+    node_id: str | None = setting(
+        "NODE_ID", None, "only for the lab's headless node (`python -m lab.node`); Gunicorn workers "
+        "always get their own", section="election", shown="generated")
+
+    # --- upstream market APIs ----------------------------------------------------
+    upstream: str = setting(
+        "UPSTREAM", "sim", "`sim`: the simulated exchange (started by the Gunicorn master when "
+        "`SIM_URL` is unset); `live`: the public CoinGecko, Binance and alternative.me APIs",
+        section="upstream", parser=lower, rule=one_of(*UPSTREAM_MODES))
+    sim_url: str | None = setting(
+        "SIM_URL", None, "a running simulated exchange (`python -m feed sim --port 8090`)",
+        section="upstream", rule=http_url, shown="unset")
+    providers: tuple[str, ...] = setting(
+        "PROVIDERS", PROVIDER_NAMES, "which providers run", section="upstream",
+        parser=words_as(str.lower), rule=_providers)
+    symbols: tuple[str, ...] = setting(
+        "SYMBOLS", ("BTC", "ETH", "SOL", "BNB", "XRP"), "which prices", section="upstream",
+        parser=words_as(str.upper), rule=_symbols)
+    coingecko_url: str | None = setting(
+        "COINGECKO_BASE_URL", None, "CoinGecko's base URL (a proxy, a mirror)", section="upstream",
+        rule=http_url, shown="per `UPSTREAM`")
+    binance_url: str | None = setting(
+        "BINANCE_BASE_URL", None, "Binance's base URL (a proxy, a mirror)", section="upstream",
+        rule=http_url, shown="per `UPSTREAM`")
+    feargreed_url: str | None = setting(
+        "FEAR_GREED_BASE_URL", None, "alternative.me's base URL (a proxy, a mirror)", section="upstream",
+        rule=http_url, shown="per `UPSTREAM`")
+    http_connect_timeout: float = setting(
+        "HTTP_CONNECT_TIMEOUT_SECONDS", 3.0, "connect timeout of each HTTP call (a whole fetch is also "
+        "bounded, by max(1 s, 0.8 x the fetch interval))", section="upstream", rule=positive)
+    http_read_timeout: float = setting("HTTP_READ_TIMEOUT_SECONDS", 5.0, "read timeout of each HTTP call",
+                                       section="upstream", rule=positive)
+    http_retries: int = setting("HTTP_RETRIES", 2, "retries of connection errors, timeouts and 5xx, "
+                                "with backoff", section="upstream", rule=between(0, 10))
+    max_response_bytes: int = setting("MAX_RESPONSE_BYTES", 1_000_000, "larger responses are refused",
+                                      section="upstream", rule=at_least(1024))
+
+    # --- WebSocket clients ----------------------------------------------------------
+    allowed_origins: tuple[str, ...] = setting(
+        "ALLOWED_ORIGINS", (), "comma-separated origins (`https://dash.example.com`) allowed to open "
+        "`/ws` besides this service's own; `*` allows any", section="clients", parser=origins,
+        rule=_origins, shown="empty")
+    allow_no_origin: bool = setting("WS_ALLOW_NO_ORIGIN", True, "allow clients that send no `Origin` "
+                                    "(bots, scripts)", section="clients")
+    ws_token: str | None = setting(
+        "WS_TOKEN", None, "when set, `/ws` requires `?token=<it>` or `Authorization: Bearer <it>` (401 "
+        "otherwise); at least 8 characters, no spaces", section="clients", rule=token, secret=True,
+        shown="unset")
+    ws_node_ids: str = setting(
+        "WS_NODE_IDS", "auto", "how node ids appear in frames (`leader`, `served_by`) and in the "
+        "`status` reply: `full` as they are, `opaque` as stable keyed labels (`n-` + 12 hex) with a "
+        "short status; `auto`: opaque when `OPERATOR_TOKEN` is set", section="clients", parser=lower,
+        rule=one_of(*NODE_ID_MODES))
+    ping_interval: float = setting(
+        "WS_PING_INTERVAL_SECONDS", 25.0, "protocol pings; a client that has not answered the previous "
+        "one is closed (1008). 0 turns them off", section="clients", rule=_ping)
+    max_message_bytes: int = setting(
+        "WS_MAX_MESSAGE_BYTES", 4096, "larger client messages close the connection with 1009",
+        section="clients", rule=between(16, 1_048_576))
+    commands_per_second: float = setting(
+        "WS_COMMANDS_PER_SECOND", 20.0, "per client, commands and pings together, bursts of twice "
+        "that; beyond, close 1008", section="clients", rule=positive)
+    send_timeout: float = setting(
+        "WS_SEND_TIMEOUT_SECONDS", 10.0, "a client that takes no bytes for this long while a frame "
+        "waits is closed (1008)", section="clients", rule=positive)
+    send_buffer: int = setting(
+        "WS_SEND_BUFFER_BYTES", 65536, "kernel send buffer per client (bounds what a stalled client can "
+        "hold; the kernel doubles it); 0 = kernel default", section="clients",
+        rule=between(2048, 64 * 1024 * 1024, or_zero=True))
+    max_clients: int = setting("WS_MAX_CLIENTS", 10000, "per worker; beyond, the upgrade gets HTTP 503",
+                               section="clients", rule=at_least(1))
+    send_threads: int = setting(
+        "WS_SEND_THREADS", 2, "OS threads that write one broadcast when 1,000 or more clients are ready "
+        "(the kernel's send is most of the cost, and runs without the GIL); 1 = the worker's own "
+        "thread only", section="clients", rule=between(1, 64))
+
+    # --- operators and proxies ---------------------------------------------------------
+    operator_token: str | None = setting(
+        "OPERATOR_TOKEN", None, "when set, `/status` and `/metrics` require `Authorization: Bearer <it>` "
+        "(401 otherwise; never taken from the query string), and `/health` answers only "
+        "`{\"status\": ...}` without it (its 200/503 unchanged, for load balancers). At least 8 "
+        "characters", section="operators", rule=token, secret=True, shown="unset")
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        "FORWARDED_ALLOW_IPS", ("127.0.0.1", "::1"), "the proxies whose `X-Forwarded-Host` / "
+        "`X-Forwarded-For` are believed (IPs or networks, `*` for any): Gunicorn's own variable, read "
+        "by the service too. Behind Railway's edge nothing needs setting", section="operators",
+        parser=words, rule=networks)
+
+    # --- Gunicorn (read by gunicorn.conf.py) ------------------------------------------
+    web_concurrency: int = setting(
+        "WEB_CONCURRENCY", 3, "workers per instance; each is an election candidate with its own clients",
+        section="gunicorn", rule=at_least(1))
+    worker_connections: int = setting(
+        "WORKER_CONNECTIONS", 10000, "concurrent HTTP requests per worker (upgraded WebSockets are not "
+        "counted: see `WS_MAX_CLIENTS`)", section="gunicorn", rule=at_least(1))
+    graceful_timeout: int = setting(
+        "GRACEFUL_TIMEOUT", 10, "upper bound for a worker's exit after SIGTERM; keep below the "
+        "platform's draining time", section="gunicorn", rule=at_least(1))
+    log_level: str = setting("LOG_LEVEL", "info", "log level; logs are one JSON object per line on "
+                             "stderr", section="gunicorn", parser=lower, rule=one_of(*LOG_LEVELS))
+    embedded_redis_port: int = setting(
+        "EMBEDDED_REDIS_PORT", 0, "port of the embedded Redis when `REDIS_URL` is unset",
+        section="gunicorn", rule=tcp_port(or_zero=True), shown="0 (any free port)")
+    prometheus_multiproc_dir: str | None = setting(
+        "PROMETHEUS_MULTIPROC_DIR", None, "where workers keep their metrics for `/metrics` to merge",
+        section="gunicorn", shown="a fresh temp dir")
+
+    # ------------------------------------------------------------------------------
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    @property
+    def opaque_node_ids(self) -> bool:
+        """Whether client frames carry opaque labels instead of node ids."""
+        if self.ws_node_ids == "auto":
+            return bool(self.operator_token)
+        return self.ws_node_ids == "opaque"
+
+    @classmethod
+    def declared(cls) -> Iterator[tuple[str, Setting]]:
+        """``(field name, declaration)`` of every setting, in declaration order."""
+        for f in fields(cls):
+            yield f.name, f.metadata["setting"]
+
+    @classmethod
+    def env_names(cls) -> set[str]:
+        return {spec.env for _, spec in cls.declared()}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``) and validate them."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, spec in cls.declared():
+            raw = env.get(spec.env)
+            if raw is not None and raw.strip() != "":
+                values[name] = _parse(spec, raw.strip())
+        values.update(overrides)
+        return cls(**values).validate()
+
+    def validate(self) -> Settings:
+        """Refuse impossible values and combinations, naming the setting and the rule."""
+        for name, spec in self.declared():
+            value = getattr(self, name)
+            if value is not None and spec.rule is not None:
+                problem = spec.rule(value)
+                if problem:
+                    raise ConfigError(spec.env, problem)
+        # The same rule Kubernetes applies to LeaseDuration and RenewDeadline:
+        # a lease must survive at least one lost renewal.
+        if not self.lock_ttl > 2 * self.renew_interval:
+            raise ConfigError(
+                "LOCK_TTL_SECONDS",
+                f"must be greater than 2 x RENEW_INTERVAL_SECONDS "
+                f"({self.lock_ttl:g} <= 2 x {self.renew_interval:g}); a leader "
+                f"must survive one lost renewal",
+            )
+        if not self.lease_margin < self.lock_ttl - self.renew_interval:
+            raise ConfigError(
+                "LEASE_MARGIN_SECONDS",
+                f"must be less than LOCK_TTL_SECONDS - RENEW_INTERVAL_SECONDS "
+                f"({self.lease_margin:g} >= {self.lock_ttl:g} - {self.renew_interval:g}); "
+                f"otherwise a leader would give up before its next renewal",
+            )
+        if self.lock_ttl < 0.1:
+            raise ConfigError("LOCK_TTL_SECONDS", "must be at least 0.1 s")
+        return self
+
+
+def _parse(spec: Setting, raw: str) -> Any:
+    try:
+        return spec.parser(raw)
+    except ValueError:
+        shown = "***" if spec.secret else redact_url(raw) if spec.env == "REDIS_URL" else raw
+        raise ConfigError(spec.env, f"cannot parse {shown!r}: expected {spec.parser.kind}") from None
+
+
+def env_setting(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting's value from ``env``, its default if unset or unparsable.
+
+    For ``gunicorn.conf.py``, which needs a few values before the master's
+    full validation runs (that one then names any bad value and stops).
+    """
+    env = os.environ if env is None else env
+    spec = dict(Settings.declared())[name]
+    field_default = next(f.default for f in fields(Settings) if f.name == name)
+    raw = env.get(spec.env)
+    if raw is None or raw.strip() == "":
+        return field_default
+    try:
+        return _parse(spec, raw.strip())
+    except ConfigError:
+        return field_default
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The secrets among the settings in ``env``: every ``secret`` setting, Redis passwords.
+
+    Log lines mask each of them wherever it appears (:mod:`feed.logs`).
+    Values shorter than 4 characters are left out: masking them would
+    garble every line, and such a token is refused at start-up anyway.
+    """
+    found = [env.get(spec.env, "") for _, spec in Settings.declared() if spec.secret]
+    found += passwords_in(env.get("REDIS_URL", ""))
+    return [v for v in dict.fromkeys(found) if len(v) >= 4]
+

@@ -1,0 +1,365 @@
+"""One candidate in the leader election: campaign, renew, release, and the lease.
+
+The lock and its scripts are in :mod:`feed.election.lock`. What this module
+adds is the candidate's side: it keeps a *lease*, acting as leader only
+while it can prove the lock is still its own (last successful renewal + TTL
+- safety margin); as follower it sleeps until the lock's expiry (its PTTL),
+not a fixed poll, and a release message wakes it at once.
+
+The class is blocking and concurrency-agnostic: run :meth:`Election.run` in a
+thread, or in a greenlet in a gevent-patched process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from feed.election.keys import Keys
+from feed.election.leadership import Callback, Role
+from feed.election.lock import ACQUIRE, RECORD_LOSS, RELEASE, RENEW, LeaderEvent
+from feed.errors import MarketfeedError
+from feed.logs import log_event
+from feed.redisconn.health import RedisHealth
+from feed.redisconn.values import text
+
+__all__ = ["AcquireResult", "Election", "ElectionError", "LeaderInfo"]
+
+log = logging.getLogger(__name__)
+
+
+class ElectionError(MarketfeedError, ValueError):
+    """An argument that cannot work (raised at construction, not later)."""
+
+
+@dataclass(frozen=True)
+class AcquireResult:
+    acquired: bool
+    epoch: int
+    holder: str | None
+    pttl_ms: int
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    node: str | None
+    pttl_ms: int
+    epoch: int
+
+
+class Election:
+    """One candidate in the election; see the module docstring.
+
+    ``on_elected(epoch)`` and ``on_lost(epoch, reason)`` are called from the
+    thread running :meth:`run` (or from the caller of :meth:`release`), never
+    while a lock of this object is held. ``reason`` is one of ``released``,
+    ``stepped_down``, ``renew_refused``, ``lease_expired``, ``write_refused``.
+    """
+
+    contested = True
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        node_id: str,
+        keys: Keys | None = None,
+        *,
+        ttl: float = 10.0,
+        renew_interval: float = 3.0,
+        margin: float = 2.0,
+        events_maxlen: int = 1000,
+        on_elected: Callback | None = None,
+        on_lost: Callback | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        event_class: type = threading.Event,
+    ) -> None:
+        if not node_id or any(c.isspace() for c in node_id):
+            raise ElectionError("node_id must be a non-empty string without spaces")
+        if not ttl > 2 * renew_interval > 0:
+            raise ElectionError(f"ttl ({ttl}) must be greater than 2 x renew_interval ({renew_interval})")
+        if not 0 <= margin < ttl - renew_interval:
+            raise ElectionError(f"margin ({margin}) must be in [0, ttl - renew_interval)")
+        self.client = client
+        self.node_id = node_id
+        self.keys = keys or Keys()
+        self.ttl = ttl
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.renew_interval = renew_interval
+        self.margin = margin
+        self.events_maxlen = events_maxlen
+        self.on_elected = on_elected
+        self.on_lost = on_lost
+        self.clock = clock
+
+        self._acquire = client.register_script(ACQUIRE)
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+        self._record_loss = client.register_script(RECORD_LOSS)
+
+        self._state = threading.Lock()
+        self._wake = event_class()
+        self._stopped = event_class()
+        self._role = Role.FOLLOWER
+        self._epoch = 0  # our current term's epoch, 0 when not leading
+        self._deadline = 0.0  # monotonic time our lease ends
+        self._floor = 0  # highest epoch this node has seen anywhere
+        self._hold_off_until = 0.0  # after a step-down: let another take over
+        self._backoff = 0.0
+        self.health = RedisHealth(node_id, "election")
+        self.leader_hint: str | None = None  # holder seen by the last attempt
+        self.terms = 0  # how many times this node became leader
+
+    # --- state ----------------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        """True only while this node holds a lease it can prove is valid."""
+        return self._role == Role.LEADER and self.clock() < self._deadline
+
+    @property
+    def role(self) -> str:
+        if self._stopped.is_set():
+            return Role.STOPPED
+        if self.is_leader:
+            return Role.LEADER
+        if self.health.ok is False:
+            return Role.DISCONNECTED
+        return Role.FOLLOWER
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of our current term, or 0 when we do not lead."""
+        return self._epoch if self.is_leader else 0
+
+    @property
+    def epoch_floor(self) -> int:
+        return self._floor
+
+    def lease_remaining(self) -> float:
+        return max(0.0, self._deadline - self.clock()) if self._role == Role.LEADER else 0.0
+
+    def observe_epoch(self, epoch: int) -> None:
+        """Record an epoch seen elsewhere (a snapshot), so ours stays above it."""
+        if epoch > self._floor:
+            self._floor = epoch
+
+    def wake(self) -> None:
+        """Make the loop try again now."""
+        self._wake.set()
+
+    def on_leader_event(self, event: LeaderEvent) -> None:
+        """A message from the leader-events channel (routed here by the node)."""
+        if event.epoch is not None:
+            self.observe_epoch(event.epoch)
+        if event.kind == "released" and event.node != self.node_id:
+            self.leader_hint = None
+            self.wake()  # the lock is free: campaign now, not at its expiry
+        elif event.kind == "acquired":
+            self.leader_hint = event.node
+
+    # --- single operations ---------------------------------------------
+    def try_acquire(self) -> AcquireResult:
+        """One attempt; becomes leader (and calls ``on_elected``) on success."""
+        started = self.clock()
+        if started < self._hold_off_until:
+            return AcquireResult(False, 0, None, int((self._hold_off_until - started) * 1000))
+        k = self.keys
+        reply = self._acquire(
+            keys=[k.leader, k.epoch, k.events],
+            args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events],
+        )
+        self._connected()
+        code = int(reply[0])
+        if code == 0:
+            holder = text(reply[1])
+            self.leader_hint = holder
+            self.observe_epoch(int(reply[3]))
+            return AcquireResult(False, 0, holder, int(reply[2]))
+        epoch = int(reply[1])
+        self.observe_epoch(epoch)
+        self.leader_hint = self.node_id
+        with self._state:
+            if self._stopped.is_set():
+                newly = False
+            else:
+                newly = self._role != Role.LEADER or self._epoch != epoch
+                self._role = Role.LEADER
+                self._epoch = epoch
+                self._deadline = started + self.ttl - self.margin
+        if self._stopped.is_set():
+            # stop() ran while our call was in flight: give the lock back.
+            self._release_script(epoch, "released")
+            return AcquireResult(False, epoch, self.node_id, 0)
+        if newly:
+            self.terms += 1
+            log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch)
+            self._call(self.on_elected, epoch)
+        return AcquireResult(True, epoch, self.node_id, int(reply[2]))
+
+    def renew(self) -> bool:
+        """Extend our lease; False (and ``on_lost``) when it is no longer ours.
+
+        A Redis error propagates: the lease is then still valid until its
+        deadline, and :meth:`run` retries until then.
+        """
+        epoch = self._epoch
+        if self._role != Role.LEADER:
+            return False
+        started = self.clock()
+        ok = self._renew(
+            keys=[self.keys.leader, self.keys.epoch], args=[self.node_id, self.ttl_ms, epoch]
+        )
+        self._connected()
+        if int(ok) == 1:
+            with self._state:
+                if self._role == Role.LEADER and self._epoch == epoch:
+                    self._deadline = started + self.ttl - self.margin
+            return True
+        self.lose(epoch, "renew_refused")
+        return False
+
+    def release(self, reason: str = "released", hold_off: float = 0.0) -> bool:
+        """Give up leadership now; followers are woken through pub/sub.
+
+        ``hold_off`` keeps this node from campaigning again for that many
+        seconds, so that another node takes over (health-based step-down).
+        Returns True if Redis confirmed the release.
+        """
+        with self._state:
+            was_leader = self._role == Role.LEADER
+            epoch = self._epoch
+            # Stop acting as leader before the round trip, not after.
+            self._role = Role.FOLLOWER
+            self._epoch = 0
+            self._deadline = 0.0
+            if hold_off:
+                self._hold_off_until = self.clock() + hold_off
+        if not was_leader:
+            return False
+        try:
+            released = self._release_script(epoch, reason)
+        except redis.RedisError as exc:
+            self._disconnected(exc)
+            released = False
+        log_event(
+            log, "leader_released", node=self.node_id, role=Role.FOLLOWER, epoch=epoch,
+            reason=reason, confirmed=released,
+        )
+        self._call(self.on_lost, epoch, reason)
+        return released
+
+    def lose(self, epoch: int, reason: str) -> None:
+        """Record that the term ``epoch`` is over (renewal refused, lease run out...)."""
+        with self._state:
+            if self._role != Role.LEADER or self._epoch != epoch:
+                return
+            self._role = Role.FOLLOWER
+            self._epoch = 0
+            self._deadline = 0.0
+        log_event(log, "leader_lost", logging.WARNING, node=self.node_id, role=Role.FOLLOWER,
+                  epoch=epoch, reason=reason)
+        try:  # history only: best effort
+            self._record_loss(keys=[self.keys.events], args=[self.node_id, epoch, self.events_maxlen, reason])
+        except redis.RedisError:
+            pass
+        self._call(self.on_lost, epoch, reason)
+
+    def leader(self) -> LeaderInfo:
+        """Who holds the lock now, its remaining TTL and the current epoch."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.leader)
+        pipe.pttl(self.keys.leader)
+        pipe.get(self.keys.epoch)
+        node, pttl, epoch = pipe.execute()
+        self._connected()
+        return LeaderInfo(text(node), int(pttl), int(epoch or 0))
+
+    # --- the loop -------------------------------------------------------
+    def run(self) -> None:
+        """Campaign and keep the lease until :meth:`stop`; never raises."""
+        while not self._stopped.is_set():
+            try:
+                delay = self.step()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+                delay = self._on_error(exc)
+            if self._stopped.is_set():
+                break
+            self._wake.wait(max(0.0, delay))
+            self._wake.clear()
+
+    def step(self) -> float:
+        """One round: renew if leading, else try to acquire. Returns the next delay."""
+        if self._role == Role.LEADER:
+            now = self.clock()
+            if now >= self._deadline:
+                self.lose(self._epoch, "lease_expired")
+                return 0.0
+            try:
+                if self.renew():
+                    return self.renew_interval
+                return 0.0  # lost: campaign again at once (the lock may be free)
+            except redis.RedisError as exc:
+                self._disconnected(exc)
+                left = self._deadline - self.clock()
+                if left <= 0:
+                    self.lose(self._epoch, "lease_expired")
+                    return 0.0
+                # Keep trying while the lease lasts, as Kubernetes' RetryPeriod.
+                return min(0.5, left)
+        result = self.try_acquire()
+        if result.acquired:
+            return self.renew_interval
+        if result.pttl_ms > 0:
+            # Sleep until the lock expires (a release event wakes us sooner);
+            # a little jitter spreads the candidates.
+            return min(result.pttl_ms / 1000.0, self.ttl) + random.uniform(0.0, 0.02)
+        if result.pttl_ms == -1:  # a lock without TTL: set by hand; poll it
+            return self.renew_interval
+        return 0.0
+
+    def stop(self, release: bool = True) -> None:
+        """End the loop; release the lock at once if we hold it."""
+        self._stopped.set()
+        self._wake.set()
+        if release:
+            self.release("released")
+
+    # --- helpers --------------------------------------------------------
+    def _release_script(self, epoch: int, reason: str) -> bool:
+        k = self.keys
+        done = self._release(
+            keys=[k.leader, k.events],
+            args=[self.node_id, epoch, self.events_maxlen, k.leader_events, reason],
+        )
+        self._connected()
+        return int(done) == 1
+
+    def _connected(self) -> None:
+        self.health.succeeded(self.role)
+        self._backoff = 0.0
+
+    def _disconnected(self, exc: Exception) -> None:
+        self.health.failed(exc, self.role)
+
+    def _on_error(self, exc: Exception) -> float:
+        if isinstance(exc, redis.RedisError):
+            self._disconnected(exc)
+        else:
+            log.exception("election step failed", extra={"fields": {
+                "event": "election_error", "node": self.node_id, "role": self.role}})
+        self._backoff = min(2.0, max(0.1, self._backoff * 2))
+        return self._backoff * random.uniform(0.8, 1.2)
+
+    def _call(self, callback: Callback | None, *args: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("election callback failed", extra={"fields": {
+                "event": "callback_error", "node": self.node_id}})

@@ -1,0 +1,114 @@
+"""The cluster view, read straight from Redis: who leads, the epoch, history.
+
+``/status`` serves it as JSON; ``python -m feed status`` prints it for
+operators (``--json`` for the same JSON, ``--watch`` to refresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+
+from feed.config.settings import Settings
+from feed.election.envelope import EnvelopeError
+from feed.election.fence import read_cached
+from feed.election.keys import Keys
+from feed.election.lock import recent_events
+from feed.errors import ConfigError
+from feed.redisconn.url import redact_url
+from feed.redisconn.values import text
+
+__all__ = ["cluster_view", "format_view", "main"]
+
+
+def cluster_view(client: redis.Redis, keys: Keys, events: int = 20) -> dict[str, Any]:
+    """Leader, epoch, lock TTL, cached snapshot and recent events. Raises RedisError."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.leader)
+    pipe.pttl(keys.leader)
+    pipe.get(keys.epoch)
+    pipe.pttl(keys.data)
+    leader, pttl, epoch, data_pttl = pipe.execute()
+    try:
+        snap = read_cached(client, keys)
+        snapshot: dict[str, Any] | None = None if snap is None else {
+            "epoch": snap.epoch, "seq": snap.seq, "leader": snap.leader,
+            "fetched_at": snap.fetched_at, "age_s": round(snap.age(time.time()), 3),
+            "ttl_ms": int(data_pttl),
+        }
+    except EnvelopeError as exc:
+        snapshot = {"error": f"cached value is not a snapshot: {exc}"}
+    history = recent_events(client, keys, events)
+    changes = sum(1 for e in history if e.get("event") == "acquired")
+    return {
+        "leader": text(leader),
+        "epoch": int(epoch or 0),
+        "lock_ttl_ms": int(pttl) if leader is not None else None,
+        "snapshot": snapshot,
+        "leadership_changes_in_history": changes,
+        "events": history,
+        "keys": {"leader": keys.leader, "epoch": keys.epoch, "data": keys.data,
+                 "events": keys.events},
+    }
+
+
+def format_view(view: dict[str, Any], url: str | None) -> str:
+    lines = [f"redis       {redact_url(url)}"]
+    if view["leader"]:
+        lines.append(f"leader      {view['leader']}  (lock expires in {view['lock_ttl_ms'] / 1000:.1f} s)")
+    else:
+        lines.append("leader      none: the lock is free (an election is due)")
+    lines.append(f"epoch       {view['epoch']}")
+    snap = view["snapshot"]
+    if snap is None:
+        lines.append("snapshot    none cached")
+    elif "error" in snap:
+        lines.append(f"snapshot    {snap['error']}")
+    else:
+        lines.append(f"snapshot    epoch {snap['epoch']} seq {snap['seq']} from {snap['leader']}, "
+                     f"{snap['age_s']:.1f} s old")
+    lines.append("events      (newest last)")
+    for e in view["events"]:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}Z"
+        extra = f" ({e['reason']})" if e.get("reason") else ""
+        lines.append(f"  {stamp}  {e.get('event', '?'):<12} {e.get('node', '?')}  epoch {e.get('epoch', '?')}"
+                     f"{extra}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m feed status",
+                                     description="Who leads, the epoch and recent leadership events.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--events", type=int, default=20, help="how many recent events (default 20)")
+    parser.add_argument("--watch", type=float, default=0, metavar="SECONDS", help="refresh every SECONDS")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    from feed.redisconn.client import connect
+
+    client = connect(url, settings.redis_timeout)
+    while True:
+        try:
+            view = cluster_view(client, settings.keys, args.events)
+        except redis.RedisError as exc:
+            print(f"cannot read the cluster view from {redact_url(url)}: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(view, indent=2))
+        else:
+            print(format_view(view, url))
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+        print()

@@ -1,0 +1,60 @@
+"""Every Redis name the service uses, derived from one prefix.
+
+With the default prefix the names are the original service's, verbatim
+(``websocket:leader``, ``latest_market_data``), so operators' checks keep
+working; any other prefix namespaces all of them, so two deployments can
+share one Redis. Standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PREFIX", "Keys"]
+
+DEFAULT_PREFIX = "websocket"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The names under ``prefix``; see docs/ARCHITECTURE.md for what each holds."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def name(self, suffix: str) -> str:
+        """``<prefix>:<suffix>``: a key or channel of this deployment."""
+        return f"{self.prefix}:{suffix}"
+
+    @property
+    def leader(self) -> str:
+        """The lock: the leader's node id, with the lock's TTL."""
+        return self.name("leader")
+
+    @property
+    def epoch(self) -> str:
+        """The fencing token of the current term."""
+        return self.name("epoch")
+
+    @property
+    def data(self) -> str:
+        """The last snapshot (an envelope), with the cache TTL."""
+        # The original stored the snapshot under a bare name; keep it for the
+        # default deployment, namespace it for every other one.
+        if self.prefix == DEFAULT_PREFIX:
+            return "latest_market_data"
+        return self.name("latest_market_data")
+
+    @property
+    def updates(self) -> str:
+        """Pub/sub: every new envelope, published by the fenced write."""
+        return self.name("updates")
+
+    @property
+    def leader_events(self) -> str:
+        """Pub/sub: ``acquired`` / ``released`` messages (feed/election/lock.py)."""
+        return self.name("leader-events")
+
+    @property
+    def events(self) -> str:
+        """Stream: the leadership history (acquired, released, lost)."""
+        return self.name("events")

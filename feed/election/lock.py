@@ -1,0 +1,179 @@
+"""The lock's Lua scripts, and the two things they write besides the lock: the
+messages on ``<prefix>:leader-events`` and the entries of the history stream
+``<prefix>:events``. Both are written and read only here.
+
+The lock is the original service's: ``websocket:leader`` holds the leader's
+node id with a TTL. What is added:
+
+* every acquisition also advances ``websocket:epoch``, the fencing token that
+  the snapshot write checks (:mod:`feed.election.fence`);
+* a release publishes ``released <node> <epoch>`` on the leader-events
+  channel, so followers take over at once instead of waiting for the TTL; an
+  acquisition publishes ``acquired <node> <epoch>``;
+* every acquisition, release and loss is appended to the capped history
+  stream, with the fields ``event``, ``node``, ``epoch`` and, for a loss or a
+  step-down, ``reason``.
+
+Epoch rule (why the fencing token survives a Redis restart that lost it):
+the new epoch is max(stored + 1, floor + 1, redis_now_ms). ``stored`` is the
+epoch key; ``floor`` is the highest epoch the candidate has itself seen (from
+its own terms and every snapshot it received); ``redis_now_ms`` is the Redis
+server's clock in milliseconds. If Redis comes back empty, ``stored`` is 0,
+but the surviving candidates' floor is above every epoch they saw, and the
+clock has moved past every epoch issued earlier (epochs are issued at most
+one per millisecond on average, so they never run ahead of the clock for
+long). Either one alone keeps the epoch increasing; together they cover a
+cold restart of everything (only the clock remains) and a clock that steps
+back (the stored value and the floor remain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from feed.election.keys import Keys
+from feed.redisconn.values import text
+
+__all__ = [
+    "ACQUIRE",
+    "RECORD_LOSS",
+    "RELEASE",
+    "RELEASE_DEAD",
+    "RENEW",
+    "LeaderEvent",
+    "recent_events",
+]
+
+# The one place the history's fields and the leader-events message are
+# written; prepended to every script that writes them.
+_RECORD = """
+local function record(stream, maxlen, event, node, epoch, reason)
+  if reason and reason ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+               'event', event, 'node', node, 'epoch', epoch, 'reason', reason)
+  else
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', event, 'node', node, 'epoch', epoch)
+  end
+end
+local function announce(channel, kind, node, epoch)
+  redis.call('PUBLISH', channel, kind .. ' ' .. node .. ' ' .. epoch)
+end
+"""
+
+# Why the lock being ours already still starts a new epoch: a candidate
+# calls ACQUIRE only when it is not leading. If the lock still names it, its
+# previous term ended on its own clock (the lease ran out while it was paused,
+# or Redis was) or the reply to an earlier ACQUIRE was lost. Either way it
+# starts a new term with seq 1; under the old epoch clients would drop every
+# snapshot up to the old term's last seq as "not newer". So every successful
+# ACQUIRE issues an epoch nobody has written under.
+#
+# KEYS: leader, epoch, events-stream
+# ARGV: node_id, ttl_ms, epoch_floor, events_maxlen, leader_events_channel
+# Returns {1, epoch, ttl_ms}      acquired (the lock was free or already ours):
+#                                 a new epoch, the event recorded and announced
+#         {0, holder, pttl, epoch} held by someone else
+ACQUIRE = _RECORD + """
+local holder = redis.call('GET', KEYS[1])
+local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if holder and holder ~= ARGV[1] then
+  return {0, holder, redis.call('PTTL', KEYS[1]), string.format('%.0f', stored)}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = math.max(stored + 1, (tonumber(ARGV[3]) or 0) + 1, now_ms)
+local e = string.format('%.0f', epoch)
+redis.call('SET', KEYS[2], e)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+record(KEYS[3], ARGV[4], 'acquired', ARGV[1], e)
+announce(ARGV[5], 'acquired', ARGV[1], e)
+return {1, e, tonumber(ARGV[2])}
+"""
+
+# KEYS: leader, epoch
+# ARGV: node_id, ttl_ms, epoch
+# Returns 1 renewed (TTL reset); 0 the lock or the epoch is no longer ours.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: leader, events-stream
+# ARGV: node_id, epoch, events_maxlen, leader_events_channel, reason
+# Returns 1 released (key deleted, event recorded, followers woken);
+#         0 not ours: nothing changed.
+RELEASE = _RECORD + """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  record(KEYS[2], ARGV[3], ARGV[5], ARGV[1], ARGV[2])
+  announce(ARGV[4], 'released', ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# The reaper's: a Gunicorn master releases the lock of a worker it saw die.
+# KEYS: leader, epoch, events-stream
+# ARGV: node_prefix, events_maxlen, leader_events_channel
+# Returns the released holder's node id, or false when the lock is free or
+#         held by a node outside that (dead) process.
+RELEASE_DEAD = _RECORD + """
+local holder = redis.call('GET', KEYS[1])
+if not holder or string.sub(holder, 1, string.len(ARGV[1])) ~= ARGV[1] then
+  return false
+end
+local epoch = redis.call('GET', KEYS[2]) or '0'
+redis.call('DEL', KEYS[1])
+record(KEYS[3], ARGV[2], 'lost', holder, epoch, 'process_died')
+announce(ARGV[3], 'released', holder, epoch)
+return holder
+"""
+
+# A term that ended on the node's own clock (lease run out, renewal or write
+# refused): history only, the lock is not touched.
+# KEYS: events-stream
+# ARGV: node_id, epoch, events_maxlen, reason
+# Returns 1.
+RECORD_LOSS = _RECORD + """
+record(KEYS[1], ARGV[3], 'lost', ARGV[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class LeaderEvent:
+    """A message on the leader-events channel: ``acquired`` or ``released``."""
+
+    kind: str
+    node: str
+    epoch: int | None
+
+    @classmethod
+    def parse(cls, data: Any) -> LeaderEvent | None:
+        """The event in a pub/sub payload, or None if it is not one of ours."""
+        kind, _, rest = (text(data) or "").partition(" ")
+        node, _, epoch = rest.partition(" ")
+        if kind not in ("acquired", "released") or not node:
+            return None
+        return cls(kind, node, int(epoch) if epoch.isdigit() else None)
+
+
+def recent_events(client: redis.Redis, keys: Keys, count: int = 20) -> list[dict[str, Any]]:
+    """The newest ``count`` history entries, oldest first, with ``ts`` in unix seconds."""
+    out = []
+    for entry_id, fields in reversed(client.xrevrange(keys.events, count=count)):
+        row: dict[str, Any] = {text(k): text(v) for k, v in fields.items()}
+        row["ts"] = int(text(entry_id).split("-")[0]) / 1000.0
+        if "epoch" in row:
+            try:
+                row["epoch"] = int(row["epoch"])
+            except ValueError:
+                pass
+        out.append(row)
+    return out

@@ -1,0 +1,113 @@
+"""The follower's work: receive what the leader publishes, read the cache as a fallback.
+
+One pub/sub connection carries two channels. Snapshots on the updates
+channel go to the node's :meth:`~feed.node.node.FeedNode.offer` (which drops
+anything not newer); messages on the leader-events channel go to their
+owner, the leadership (:meth:`~feed.election.leadership.Leadership.on_leader_event`).
+After every (re)subscription, and whenever nothing has arrived for 1.5
+intervals, the cached snapshot is read, so a publish missed while the
+subscription was down is not lost. The leader runs this too: its own
+publishes come back through it, and it follows the moment it stops leading.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from feed.election.envelope import Envelope, EnvelopeError
+from feed.election.lock import LeaderEvent
+from feed.logs import log_event, redact_text
+from feed.redisconn.health import RedisHealth
+from feed.redisconn.values import text
+
+if TYPE_CHECKING:
+    from feed.node.node import FeedNode
+
+__all__ = ["FollowerRole"]
+
+log = logging.getLogger(__name__)
+
+
+class FollowerRole:
+    """Runs for the node's whole life; see the module docstring."""
+
+    def __init__(self, node: FeedNode) -> None:
+        self.node = node
+        self.health = RedisHealth(node.node_id, "subscription")
+        self.fallback = node.settings.fetch_interval * 1.5
+        keys = node.keys
+        self.routes = {keys.updates: self._on_update, keys.leader_events: self._on_leader_event}
+
+    def run(self) -> None:
+        node = self.node
+        backoff = 0.0
+        while not node.stopped.is_set():
+            pubsub = None
+            try:
+                pubsub = node.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(*self.routes)
+                self._set_ok(True)
+                backoff = 0.0
+                node.catch_up()
+                self._listen(pubsub)
+            except (redis.RedisError, OSError) as exc:
+                self._set_ok(False, exc)
+                backoff = min(2.0, max(0.1, backoff * 2))
+                node.stopped.wait(backoff)
+            except Exception:
+                log.exception("follower loop failed", extra={"fields": {
+                    "event": "follower_error", "node": node.node_id, "role": node.role}})
+                node.stopped.wait(1.0)
+            finally:
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    def _listen(self, pubsub: Any) -> None:
+        node = self.node
+        last_read = time.monotonic()
+        while not node.stopped.is_set():
+            message = pubsub.get_message(timeout=min(1.0, self.fallback))
+            if message is not None and message.get("type") == "message":
+                route = self.routes.get(text(message["channel"]))
+                if route is not None:
+                    route(message["data"])
+            now = time.monotonic()
+            if now - node.last_delivery > self.fallback and now - last_read > self.fallback:
+                # Nothing pushed for a while: read the cache in case we missed it.
+                last_read = now
+                node.catch_up()
+
+    def _on_update(self, data: Any) -> None:
+        try:
+            env = Envelope.from_json(data)
+        except EnvelopeError as exc:
+            log_event(log, "bad_update", logging.WARNING, node=self.node.node_id, role=self.node.role,
+                      error=str(exc))
+            return
+        self.node.offer(env)
+
+    def _on_leader_event(self, data: Any) -> None:
+        event = LeaderEvent.parse(data)
+        if event is not None:
+            self.node.leadership.on_leader_event(event)
+
+    def _set_ok(self, ok: bool, exc: Exception | None = None) -> None:
+        node, health = self.node, self.health
+        if ok != health.ok:
+            node.emit("redis", ok=ok)
+            if not ok and health.ok is not None:
+                log_event(log, "subscription_lost", logging.WARNING, node=node.node_id,
+                          role=node.role, error=redact_text(f"{type(exc).__name__}: {exc}"))
+            elif ok and health.ok is False:
+                log_event(log, "subscription_restored", node=node.node_id, role=node.role)
+        if ok:
+            health.succeeded(node.role)
+        elif exc is not None:
+            health.failed(exc, node.role)

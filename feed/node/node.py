@@ -1,0 +1,217 @@
+"""The node: one per process. Its leadership plus the leader's and the follower's work.
+
+The leadership is chosen once, at start-up: the Redis election
+(:class:`~feed.election.candidate.Election`, with the fenced store) or, with
+``ELECTION=off``, :class:`~feed.election.solo.Solo` (always leader, the
+unfenced store). As leader the node fetches and publishes
+(:class:`~feed.node.leader.LeaderRole`); while others compete for the lead
+it also follows (:class:`~feed.node.follower.FollowerRole`). Either way each
+new snapshot reaches ``listener`` through :meth:`FeedNode.offer`, exactly
+once and in ``(epoch, seq)`` order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from feed.config.settings import Settings
+from feed.election.candidate import Election
+from feed.election.envelope import Envelope, EnvelopeError
+from feed.election.fence import FencedStore, SnapshotStore, UnfencedStore
+from feed.election.identity import make_node_id
+from feed.election.leadership import Leadership, Role
+from feed.election.solo import Solo
+from feed.logs import log_event
+from feed.node.follower import FollowerRole
+from feed.node.leader import LeaderRole
+from feed.redisconn.url import redact_url
+
+__all__ = ["FeedNode", "choose_leadership"]
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[], dict]
+Listener = Callable[[Envelope], None]
+EventSink = Callable[..., None]
+
+
+def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
+                      event_class: type = threading.Event) -> tuple[Leadership, SnapshotStore]:
+    """The leadership and the store that go with it, as ``settings`` say."""
+    keys = settings.keys
+    if not settings.election:
+        return Solo(node_id, event_class), UnfencedStore(client, keys, settings.cache_ttl)
+    election = Election(client, node_id, keys, ttl=settings.lock_ttl,
+                        renew_interval=settings.renew_interval, margin=settings.lease_margin,
+                        events_maxlen=settings.events_maxlen, event_class=event_class)
+    return election, FencedStore(client, keys, settings.cache_ttl)
+
+
+class FeedNode:
+    """Leadership, fetch-and-publish and follow for one process.
+
+    ``fetch()`` returns the snapshot's ``data`` or raises (any exception is a
+    failed fetch; :class:`~feed.errors.FetchFailed` is the expected one).
+    ``on_event(name, **fields)`` receives ``fetch``, ``write``, ``elected``,
+    ``lost``, ``snapshot`` and ``redis`` events, for metrics.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        fetch: Fetch,
+        listener: Listener | None = None,
+        *,
+        node_id: str | None = None,
+        on_event: EventSink | None = None,
+        thread_class: type = threading.Thread,
+        event_class: type = threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.listener = listener
+        self.node_id = node_id or settings.node_id or make_node_id(settings.replica_id)
+        self.on_event = on_event
+        self.thread_class = thread_class
+        self.keys = settings.keys
+        self.leadership, self.store = choose_leadership(settings, client, self.node_id, event_class)
+        self.leadership.on_elected = self._on_elected
+        self.leadership.on_lost = self._on_lost
+        self.stopped = event_class()
+        self._deliver_lock = threading.RLock()
+        self._latest: Envelope | None = None
+        self.last_delivery = time.monotonic()
+        self._threads: list[Any] = []
+        self.leader = LeaderRole(self, fetch, event_class)
+        self.follower = FollowerRole(self) if self.leadership.contested else None
+        self.started_at = time.time()
+
+    # --- lifecycle ------------------------------------------------------
+    def start(self) -> FeedNode:
+        targets = [self.leadership.run, self.leader.run]
+        if self.follower is not None:
+            targets.append(self.follower.run)
+        for target in targets:
+            t = self.thread_class(target=target, name=f"feed-{type(target.__self__).__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        log_event(log, "node_started", node=self.node_id, role=self.role,
+                  redis=redact_url(self.settings.redis_url), election=self.leadership.contested,
+                  interval=self.settings.fetch_interval)
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop at once: a leader releases its lock before anything else.
+
+        Then wait up to ``timeout`` for the loops to end (0: do not wait; call
+        :meth:`join` later).
+        """
+        if not self.stopped.is_set():
+            self.stopped.set()
+            self.leadership.stop(release=True)
+            self.leader.wake()
+            log_event(log, "node_stopped", node=self.node_id, role=Role.STOPPED)
+        if timeout:
+            self.join(timeout)
+
+    def join(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    # --- state ----------------------------------------------------------
+    @property
+    def role(self) -> Role:
+        return Role.STOPPED if self.stopped.is_set() else self.leadership.role
+
+    @property
+    def latest(self) -> Envelope | None:
+        return self._latest
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
+
+    def status(self) -> dict[str, Any]:
+        """This node's view, for /health and /status (no secrets)."""
+        now = time.time()
+        latest = self._latest
+        lead = self.leadership
+        paths = [h for h in (lead.health, self.follower.health if self.follower else None) if h is not None]
+        # Unreachable through any path we use is not ok; a misconfiguration
+        # found on any path is the problem to report.
+        redis_ok = None if all(h.ok is None for h in paths) else all(h.ok is not False for h in paths)
+        failing = next((h for h in paths if h.problem), None) \
+            or next((h for h in paths if h.ok is False), None)
+        return {
+            "node": self.node_id,
+            "role": self.role,
+            "leader": (self.node_id if self.is_leader else lead.leader_hint)
+            or (latest.leader if latest else None),
+            "epoch": lead.epoch if lead.is_leader else (latest.epoch if latest else 0),
+            "election": lead.contested,
+            "redis": {"ok": redis_ok, "url": redact_url(self.settings.redis_url),
+                      "error": failing.error if failing else None,
+                      "problem": failing.problem if failing else None},
+            "snapshot": None if latest is None else {
+                "epoch": latest.epoch, "seq": latest.seq, "leader": latest.leader,
+                "fetched_at": latest.fetched_at, "age_s": round(latest.age(now), 3),
+                "stale": latest.age(now) > self.settings.stale_after,
+            },
+            "terms": lead.terms,
+            "lease_remaining_s": round(lead.lease_remaining(), 3) if lead.contested else None,
+            "fetch_failures_in_a_row": self.leader.failures,
+            "uptime_s": round(now - self.started_at, 3),
+        }
+
+    # --- delivery: the one path from any source to the listener ------------
+    def offer(self, env: Envelope) -> bool:
+        """Deliver ``env`` to the listener if it is newer than anything before."""
+        with self._deliver_lock:
+            if self._latest is not None and env.key <= self._latest.key:
+                return False
+            self._latest = env
+            self.last_delivery = time.monotonic()
+            self.leadership.observe_epoch(env.epoch)
+            self.emit("snapshot", epoch=env.epoch, seq=env.seq)
+            if self.listener is not None:
+                try:
+                    self.listener(env)
+                except Exception:
+                    log.exception("listener failed", extra={"fields": {
+                        "event": "listener_error", "node": self.node_id, "role": self.role}})
+            return True
+
+    def catch_up(self) -> None:
+        """Offer the cached snapshot: covers publishes missed while (re)subscribing."""
+        try:
+            env = self.store.read()
+        except EnvelopeError as exc:
+            log_event(log, "cache_corrupt", logging.WARNING, node=self.node_id, role=self.role,
+                      error=str(exc))
+            return
+        if env is not None:
+            self.offer(env)
+
+    # --- leadership callbacks ---------------------------------------------
+    def _on_elected(self, epoch: int) -> None:
+        self.emit("elected", epoch=epoch)
+        self.leader.wake()
+
+    def _on_lost(self, epoch: int, reason: str) -> None:
+        self.emit("lost", epoch=epoch, reason=reason)
+        self.leader.wake()
+
+    def emit(self, name: str, **fields: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, node=self.node_id, **fields)
+            except Exception:
+                log.exception("event sink failed", extra={"fields": {"event": "sink_error"}})

@@ -1,9 +1,12 @@
 """Fault injection: what the simulated exchange does wrong, and for whom.
 
 A fault spec is set at run time (``POST /_sim/faults``) for one provider
-prefix or for all of them. A request uses its provider's spec if one is set,
-else the global one. Within a spec the faults apply in this order: stall,
-latency, fixed status, random 500s, oversized body, malformed body.
+prefix or for all of them. A request uses its prefix's spec if one is set,
+else its provider's (``coingecko`` also covers ``/coingecko-pro``), else the
+global one. Within a spec the faults apply in this order: stall, latency,
+fixed status, random 500s, oversized body, malformed body. A fixed status or
+a random 500 answers before the exchange's limits are counted, as a CDN, a
+firewall or a geo-block in front of it would.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from feed.providers.names import PROVIDER_NAMES
+from feed.simulator.routes import PREFIXES
 
 __all__ = ["GLOBAL", "MALFORMED", "PROVIDERS", "FaultBook", "FaultError", "FaultSpec", "parse_fault"]
 
-PROVIDERS = PROVIDER_NAMES
+#: The scopes a fault can name besides GLOBAL: every URL prefix.
+PROVIDERS = tuple(PREFIXES)
 GLOBAL = "*"
 MALFORMED = ("not_json", "truncated", "wrong_shape", "nan", "negative", "zero", "huge")
 
@@ -131,10 +135,11 @@ class FaultBook:
                 out[scope]["times_left"] = left
             return out
 
-    def take(self, provider: str) -> FaultSpec | None:
-        """The spec that applies to one request to ``provider`` (counting ``times``)."""
+    def take(self, prefix: str) -> FaultSpec | None:
+        """The spec that applies to one request to ``/{prefix}`` (counting ``times``)."""
         with self._lock:
-            scope = provider if provider in self._specs else GLOBAL
+            scopes = (prefix, PREFIXES.get(prefix, prefix), GLOBAL)
+            scope = next((s for s in scopes if s in self._specs), GLOBAL)
             spec = self._specs.get(scope)
             if spec is None:
                 return None

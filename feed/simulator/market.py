@@ -1,9 +1,10 @@
 """The simulated market: random-walk prices and the providers' JSON shapes.
 
-Every symbol walks on its own random stream, seeded from the exchange's seed
-and the symbol, and advances once per ``tick`` of time since start. So two
-exchanges with the same seed quote the same prices at the same tick, and
-asking more often does not make the price move faster.
+Every listed coin (:data:`COINS`) walks on its own random stream, seeded
+from the exchange's seed and the symbol, and advances once per ``tick`` of
+time since start. So two exchanges with the same seed quote the same prices
+at the same tick, and asking more often does not make the price move faster.
+Nothing else has a price: an unlisted symbol is :class:`UnknownSymbol`.
 """
 
 from __future__ import annotations
@@ -12,34 +13,61 @@ import math
 import random
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from feed.providers.coingecko import COINGECKO_IDS
+__all__ = ["BINANCE_QUOTE", "COINS", "Coin", "Market", "Quote", "UnknownSymbol", "fear_greed_label"]
 
-__all__ = ["DEFAULT_COINS", "Market", "Quote", "fear_greed_label", "symbol_for_id"]
 
-# symbol: (starting price in USD, circulating supply); roughly late 2025.
-DEFAULT_COINS: dict[str, tuple[float, float]] = {
-    "BTC": (91_000.0, 19_800_000.0),
-    "ETH": (3_000.0, 120_500_000.0),
-    "SOL": (140.0, 520_000_000.0),
-    "BNB": (600.0, 145_000_000.0),
-    "XRP": (2.2, 57_000_000_000.0),
+@dataclass(frozen=True)
+class Coin:
+    coingecko_id: str
+    price: float  # starting price in USD, roughly late 2025
+    supply: float  # circulating supply
+    on_binance: bool = True  # Binance spot lists <SYMBOL>USDT
+    volatility: float = 0.0015  # log-price standard deviation per tick (TYPICAL_VOLATILITY)
+
+
+# What the simulated exchanges list. Binance knows only the pairs marked
+# on_binance, CoinGecko only these ids: neither invents a price for anything
+# else, as the real ones do not. The ids are CoinGecko's own and are kept
+# here, not taken from the client's table in feed/providers, so a client
+# that maps a ticker to the wrong id gets the real answer: nothing.
+# XMR (delisted by Binance in 2024) and USDT (the quote asset itself) are on
+# CoinGecko only, so "Binance lacks it, CoinGecko has it" can be tested.
+COINS: dict[str, Coin] = {
+    "BTC": Coin("bitcoin", 91_000.0, 19_800_000.0),
+    "ETH": Coin("ethereum", 3_000.0, 120_500_000.0),
+    "SOL": Coin("solana", 140.0, 520_000_000.0),
+    "BNB": Coin("binancecoin", 600.0, 145_000_000.0),
+    "XRP": Coin("ripple", 2.2, 57_000_000_000.0),
+    "ADA": Coin("cardano", 0.45, 36_000_000_000.0),
+    "DOGE": Coin("dogecoin", 0.15, 150_000_000_000.0),
+    "TRX": Coin("tron", 0.28, 95_000_000_000.0),
+    "DOT": Coin("polkadot", 2.5, 1_600_000_000.0),
+    "LTC": Coin("litecoin", 85.0, 76_000_000.0),
+    "AVAX": Coin("avalanche-2", 14.0, 420_000_000.0),
+    "LINK": Coin("chainlink", 13.0, 680_000_000.0),
+    "SHIB": Coin("shiba-inu", 0.0000085, 589_000_000_000_000.0),
+    "MATIC": Coin("matic-network", 0.2, 10_000_000_000.0),
+    "UNI": Coin("uniswap", 6.0, 630_000_000.0),
+    "ATOM": Coin("cosmos", 2.5, 480_000_000.0),
+    "XLM": Coin("stellar", 0.25, 32_000_000_000.0),
+    "XMR": Coin("monero", 350.0, 18_400_000.0, on_binance=False),
+    "USDT": Coin("tether", 1.0, 185_000_000_000.0, on_binance=False, volatility=0.00002),
 }
+BINANCE_QUOTE = "USDT"
 # The listed coins make up about this share of the whole market.
-LISTED_SHARE = 0.8
-VOLATILITY = 0.0015  # log-price standard deviation per tick
+LISTED_SHARE = 0.9
+TYPICAL_VOLATILITY = 0.0015
 MAX_STEPS = 10_000  # per catch-up; a longer idle gap is jumped over
 
-_ID_TO_SYMBOL = {cid: sym for sym, cid in COINGECKO_IDS.items()}
+_BY_ID = {coin.coingecko_id: symbol for symbol, coin in COINS.items()}
 
 
-def symbol_for_id(coin_id: str) -> str:
-    """The ticker for a CoinGecko id; unknown ids are their upper-case form."""
-    return _ID_TO_SYMBOL.get(coin_id, coin_id.upper())
+class UnknownSymbol(KeyError):
+    """A symbol the simulated market does not list; nothing is invented for it."""
 
 
 def fear_greed_label(value: int) -> str:
@@ -75,23 +103,18 @@ class Quote:
 
 
 class _Walk:
-    def __init__(self, symbol: str, seed: int) -> None:
+    def __init__(self, symbol: str, coin: Coin, seed: int) -> None:
         self.rng = random.Random(f"{seed}:{symbol}")
-        if symbol in DEFAULT_COINS:
-            price, supply = DEFAULT_COINS[symbol]
-        else:
-            # Unknown symbols still get a stable, plausible price: 0.01 .. 10 000.
-            h = zlib.crc32(symbol.encode())
-            price = round(10 ** ((h % 600) / 100.0 - 2.0), 6)
-            supply = float(10 ** (6 + h % 4))
-        self.price = price
-        self.supply = supply
-        self.open = price / (1.0 + self.rng.uniform(-4.0, 4.0) / 100.0)
+        self.coin = coin
+        self.price = coin.price
+        # A 24 h change of up to 4 % for a coin of typical volatility, less for a steadier one.
+        swing_pct = 4.0 * coin.volatility / TYPICAL_VOLATILITY
+        self.open = coin.price / (1.0 + self.rng.uniform(-swing_pct, swing_pct) / 100.0)
         self.steps = 0
 
 
 class Market:
-    """Thread-safe random-walk quotes; ``clock`` and ``tick`` are for tests."""
+    """Thread-safe random-walk quotes for :data:`COINS`; ``clock`` and ``tick`` are for tests."""
 
     def __init__(self, seed: int | None = None, *, tick: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -105,30 +128,37 @@ class Market:
         self._lock = threading.Lock()
 
     def quote(self, symbol: str) -> Quote:
+        """The quote of a listed symbol; :class:`UnknownSymbol` for any other."""
         symbol = symbol.upper()
+        coin = COINS.get(symbol)
+        if coin is None:
+            raise UnknownSymbol(symbol)
         with self._lock:
             walk = self._walks.get(symbol)
             if walk is None:
-                walk = self._walks[symbol] = _Walk(symbol, self.seed)
+                walk = self._walks[symbol] = _Walk(symbol, coin, self.seed)
             target = int((self.clock() - self._start) / self.tick)
             if target - walk.steps > MAX_STEPS:
                 walk.steps = target - MAX_STEPS
             while walk.steps < target:
-                walk.price *= math.exp(walk.rng.gauss(0.0, VOLATILITY))
+                walk.price *= math.exp(walk.rng.gauss(0.0, coin.volatility))
                 walk.steps += 1
-            return Quote(symbol, walk.price, walk.open, walk.supply)
+            return Quote(symbol, walk.price, walk.open, coin.supply)
 
-    def known_symbols(self) -> list[str]:
-        with self._lock:
-            seen = list(self._walks)
-        return list(dict.fromkeys([*DEFAULT_COINS, *seen]))
+    @staticmethod
+    def binance_pairs() -> dict[str, str]:
+        """``{PAIR: base asset}`` for every pair Binance lists, in listing order."""
+        return {f"{s}{BINANCE_QUOTE}": s for s, coin in COINS.items() if coin.on_binance}
 
     # --- provider shapes ------------------------------------------------
     def coingecko_simple_price(self, ids: list[str], currencies: list[str],
                                with_change: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cid in ids:
-            q = self.quote(symbol_for_id(cid))
+            symbol = _BY_ID.get(cid)
+            if symbol is None:
+                continue  # CoinGecko leaves out ids it does not know
+            q = self.quote(symbol)
             entry: dict[str, Any] = {}
             if "usd" in currencies:
                 entry["usd"] = _round_price(q.price)
@@ -138,12 +168,14 @@ class Market:
         return out
 
     def coingecko_global(self) -> dict[str, Any]:
-        quotes = [self.quote(s) for s in DEFAULT_COINS]
+        quotes = [self.quote(s) for s in COINS]
         listed = sum(q.market_cap for q in quotes)
         listed_open = sum(q.open_24h * q.supply for q in quotes)
         total = listed / LISTED_SHARE
         volume = sum(q.quote_volume for q in quotes) / LISTED_SHARE
         btc, eth = quotes[0], quotes[1]
+        # Like CoinGecko: the share of the ten largest coins only.
+        top = sorted(quotes, key=lambda q: q.market_cap, reverse=True)[:10]
         return {"data": {
             "active_cryptocurrencies": 17_245,
             "upcoming_icos": 0,
@@ -155,13 +187,17 @@ class Market:
             "total_volume": {"usd": round(volume, 2), "btc": round(volume / btc.price, 4),
                              "eth": round(volume / eth.price, 4)},
             "market_cap_percentage": {q.symbol.lower(): round(q.market_cap / total * 100, 4)
-                                      for q in quotes},
+                                      for q in top},
             "market_cap_change_percentage_24h_usd": round((listed / listed_open - 1) * 100, 6),
             "updated_at": int(time.time()),
         }}
 
     def binance_ticker(self, pair: str) -> dict[str, Any]:
-        q = self.quote(pair[:-4] if pair.endswith("USDT") else pair)
+        """The 24 h ticker of a listed pair; :class:`UnknownSymbol` for any other."""
+        base = self.binance_pairs().get(pair)
+        if base is None:
+            raise UnknownSymbol(pair)
+        q = self.quote(base)
         now_ms = int(time.time() * 1000)
         last, open_ = q.price, q.open_24h
         volume = q.quote_volume / last

@@ -96,6 +96,46 @@ def test_a_lease_that_ran_out_while_the_lock_lived_resumes_under_a_new_epoch(red
     assert seen[-1] == (e.epoch, 1) and seen == sorted(seen)
 
 
+def test_a_renewal_answered_after_the_lease_ended_ends_the_term(rclient: redis.Redis) -> None:
+    # Redis paused: the renewal went out within the lease, its reply came
+    # after it. The leader role stopped acting at the lease's end, so the
+    # term is over; the next one (the lock is still ours) gets a new epoch.
+    now = [1000.0]
+    a = make(rclient, "a", ttl=4.0, renew_interval=1.0, margin=1.5)
+    a.clock = lambda: now[0]
+    first = a.try_acquire()
+    sent = a._renew
+
+    def slow_renew(**kw: object) -> object:
+        reply = sent(**kw)
+        now[0] += 3.0  # the reply arrives past the lease (2.5 s), not past the lock (4 s)
+        return reply
+
+    a._renew = slow_renew
+    now[0] += 1.0
+    assert a.step() == 0.0 and not a.is_leader
+    a._renew = sent
+    assert a.step() > 0 and a.is_leader and a.epoch > first.epoch
+
+
+def test_the_next_renewal_comes_before_a_short_lease_ends(rclient: redis.Redis) -> None:
+    now = [1000.0]
+    a = make(rclient, "a", ttl=4.0, renew_interval=1.0, margin=1.5)
+    a.clock = lambda: now[0]
+    a.try_acquire()
+    sent = a._renew
+
+    def slow_renew(**kw: object) -> object:
+        now[0] += 1.6  # answered in time, with 0.9 s of the lease left
+        return sent(**kw)
+
+    a._renew = slow_renew
+    assert a.step() == pytest.approx(0.45)
+    a._renew = sent
+    now[0] += 0.45
+    assert a.step() == 1.0 and a.is_leader
+
+
 def test_renew_and_release_by_a_non_owner_change_nothing(rclient: redis.Redis) -> None:
     a, b = make(rclient, "a"), make(rclient, "b")
     epoch = a.try_acquire().epoch

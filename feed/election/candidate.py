@@ -217,9 +217,17 @@ class Election:
         self._connected()
         if int(ok) == 1:
             with self._state:
-                if self._role == Role.LEADER and self._epoch == epoch:
+                late = self.clock() >= self._deadline
+                if not late and self._role == Role.LEADER and self._epoch == epoch:
                     self._deadline = started + self.ttl - self.margin
-            return True
+            if not late:
+                return True
+            # The reply came after our lease had ended (Redis paused, a
+            # retried call): the leader role has stopped acting on it, and a
+            # term that ended never revives. The lock is still ours, so the
+            # next ACQUIRE takes it at once, under a new epoch.
+            self.lose(epoch, "lease_expired")
+            return False
         self.lose(epoch, "renew_refused")
         return False
 
@@ -301,7 +309,7 @@ class Election:
                 return 0.0
             try:
                 if self.renew():
-                    return self.renew_interval
+                    return self._next_renewal()
                 return 0.0  # lost: campaign again at once (the lock may be free)
             except redis.RedisError as exc:
                 self._disconnected(exc)
@@ -313,7 +321,7 @@ class Election:
                 return min(0.5, left)
         result = self.try_acquire()
         if result.acquired:
-            return self.renew_interval
+            return self._next_renewal()
         if result.pttl_ms > 0:
             # Sleep until the lock expires (a release event wakes us sooner);
             # a little jitter spreads the candidates.
@@ -321,6 +329,15 @@ class Election:
         if result.pttl_ms == -1:  # a lock without TTL: set by hand; poll it
             return self.renew_interval
         return 0.0
+
+    def _next_renewal(self) -> float:
+        """After a renewal (or an acquisition): the renew interval, or sooner if the lease is short.
+
+        The lease counts from when the call was sent; a reply slow to come
+        (Redis paused, a retried call) leaves less of it than usual, and a
+        renewal a whole interval later would find it over.
+        """
+        return min(self.renew_interval, max(0.0, (self._deadline - self.clock()) / 2))
 
     def stop(self, release: bool = True) -> None:
         """End the loop; release the lock at once if we hold it."""

@@ -42,6 +42,7 @@ class LeaderRole:
         self._tick = event_class()  # wakes the loop: elected, lost, stopped
         self.seq = 0
         self.term = -1  # the epoch of the running term; -1 when not leading
+        self.last_epoch = -1  # the epoch of the last term, running or not
         self.next_due = 0.0  # unix time of the next fetch
         self.failures = 0  # consecutive failed fetches in this term
 
@@ -81,8 +82,12 @@ class LeaderRole:
 
     def begin_term(self, epoch: int) -> None:
         node = self.node
-        self.term = epoch
-        self.seq = 0
+        if epoch != self.last_epoch:
+            # seq counts from 1 in each epoch, and only there: clients keep
+            # the highest (epoch, seq), so a restart under the same epoch
+            # would have them drop every snapshot until seq caught up.
+            self.seq = 0
+        self.term = self.last_epoch = epoch
         self.failures = 0  # a step-down counts failures within one term
         if node.leadership.contested:
             # Anchor the schedule on the newest snapshot anywhere, so a change

@@ -19,11 +19,15 @@ class ConfigError(MarketfeedError, ValueError):
 
 
 class FetchFailed(MarketfeedError):
-    """No usable market data came back from any upstream provider.
+    """No call of this fetch brought anything new: every one that was made failed.
 
-    ``failures`` maps each provider that was tried to why it failed.
+    ``failures`` maps each provider that was tried to why it failed. ``data``
+    is the snapshot made of the sections kept from before (flagged stale as
+    they age), or None when nothing is left to show.
     """
 
-    def __init__(self, message: str, failures: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, failures: dict[str, str] | None = None,
+                 data: dict | None = None) -> None:
         super().__init__(message)
         self.failures = dict(failures or {})
+        self.data = data

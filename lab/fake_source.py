@@ -18,11 +18,11 @@ __all__ = ["fake_fetcher"]
 log = logging.getLogger(__name__)
 
 
-def fake_fetcher(delay: float = 0.0, symbols: tuple[str, ...] = ("BTC", "ETH")) -> Callable[[], dict]:
-    """A random-walk price source that makes no network calls."""
+def fake_fetcher(delay: float = 0.0, symbols: tuple[str, ...] = ("BTC", "ETH")) -> Callable[..., dict]:
+    """A random-walk price source that makes no network calls; ``fetch(term, previous)``."""
     prices = {s: 100.0 * (i + 1) for i, s in enumerate(symbols)}
 
-    def fetch() -> dict:
+    def fetch(term: object = None, previous: object = None) -> dict:
         log_event(log, "fake_fetch_started", delay=delay)
         if delay:
             time.sleep(delay)

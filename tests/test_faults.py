@@ -173,8 +173,11 @@ def test_paused_leader_makes_no_stale_write(stack, redis_proc, rclient, sim) -> 
 
 
 def test_upstream_down_slow_rate_limited_and_garbage_end_to_end(stack, redis_proc, sim) -> None:
+    # Every provider on every tick, and sections that may be 3 s old at most,
+    # so that each fault shows within a few snapshots.
     inst = start(stack, "up", redis_proc.url, sim.url, STALE_AFTER_SECONDS="2",
-                 HTTP_READ_TIMEOUT_SECONDS="0.3", HTTP_RETRIES="0")
+                 HTTP_READ_TIMEOUT_SECONDS="0.3", HTTP_RETRIES="0", COINGECKO_INTERVAL_SECONDS="0.5",
+                 FEAR_GREED_INTERVAL_SECONDS="0.5", SECTION_MAX_AGE_SECONDS="3")
     c = client(stack, inst, "viewer")
     c.wait_snapshots(2)
 
@@ -190,23 +193,32 @@ def test_upstream_down_slow_rate_limited_and_garbage_end_to_end(stack, redis_pro
         c.wait_snapshots(n + 2)  # one fetched wholly under the new fault
         return c.snapshots()[-1]
 
-    # Garbage from one provider: rejected, the others' data still arrives.
+    # Garbage from one provider: rejected, its last good value kept and marked
+    # stale, then dropped past its maximum age; the others' data still arrives.
+    good = c.snapshots()[-1]["data"]["sentiment"]
     faults({"provider": "feargreed", "malformed": "not_json"})
     snap = next_snapshot()
-    assert snap["data"]["sentiment"] is None and "sentiment" in snap["data"]["missing"]
+    src = snap["data"]["sources"]["feargreed"]
+    assert src["ok"] is False and src["error"] == "invalid"
+    assert snap["data"]["sentiment"]["value"] == good["value"]
+    c.wait(lambda c: "sentiment" in c.snapshots()[-1]["data"]["missing"], 10, "the sentiment dropped")
+    assert c.snapshots()[-1]["data"]["sentiment"] is None
     assert snap["data"]["prices"]["BTC"]["usd"] > 0
     # 429 with Retry-After from one provider: it is skipped, not hammered.
     faults({"provider": "binance", "status": 429, "retry_after": 30})
     snap = next_snapshot()
     assert snap["data"]["sources"]["binance"]["ok"] is False
-    assert snap["data"]["prices"]["BTC"]["source"] == "coingecko"
+    # Binance's last price serves until it is stale, then CoinGecko's.
+    c.wait(lambda c: c.snapshots()[-1]["data"]["prices"]["BTC"]["source"] == "coingecko", 10,
+           "BTC priced by CoinGecko")
     calls = requests.get(sim.url + "/_sim/stats", timeout=5).json()
     binance_before = calls["by_provider"].get("binance", 0)
     next_snapshot()
     calls = requests.get(sim.url + "/_sim/stats", timeout=5).json()
     assert calls["by_provider"].get("binance", 0) == binance_before
-    # Slow beyond the read timeout, then down altogether: nothing is written,
-    # clients keep the last snapshot and are told it is stale.
+    # Slow beyond the read timeout, then down altogether: the kept sections
+    # age out, then nothing is written; clients keep the last snapshot and
+    # are told it is stale.
     faults({"latency_ms": 1500})
     time.sleep(1.0)
     faults({"status": 500})

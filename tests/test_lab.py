@@ -116,12 +116,12 @@ def test_faults_history_counts_and_clients_of_a_real_cluster() -> None:
         watcher = lab.connect(1)
         watcher.wait_snapshots(2)
         lab.reset_sim_stats()
-        time.sleep(1.0)
+        time.sleep(2.0)
         stats = lab.sim_stats()
-        # One fetch = one call per provider endpoint (a fetch may straddle
-        # the reset), all from the leader.
-        counts = stats["by_path"].values()
-        assert len(counts) == 4 and max(counts) - min(counts) <= 1
+        # Binance's ticker on every fetch (the others on their own, slower
+        # cadence), all from the leader.
+        ticks = 2.0 / lab.timing.fetch_interval
+        assert ticks - 2 <= stats["by_path"]["/binance/api/v3/ticker/24hr"] <= ticks + 2
         assert list(stats["by_node"]) == [lab.leader_node()]
 
         fault = lab.stop_leader()

@@ -12,17 +12,25 @@ import pytest
 
 from feed.config.settings import Settings
 from feed.errors import ConfigError
-from feed.providers.binance import parse_ticker
-from feed.providers.coingecko import coin_id, parse_global, parse_prices
+from feed.providers.binance import pair, parse_ticker
+from feed.providers.coingecko import COINGECKO_IDS, auth, ids_for, parse_global, parse_prices
 from feed.providers.feargreed import parse_fng
 from feed.providers.fetcher import base_urls, build_fetcher
-from feed.providers.snapshot import CallResult, assemble
-from feed.providers.transport import USER_AGENT, Call, CallFailed, parse_retry_after
+from feed.providers.snapshot import Freshness, Kept, ProviderStatus, assemble
+from feed.providers.transport import USER_AGENT, parse_retry_after
 from feed.providers.validate import PRICE_USD, InvalidResponse, loads_strict, number
 from feed.simulator.server import SimulatedExchange
 
 FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 SYMBOLS = ("BTC", "ETH", "SOL", "BNB", "XRP")
+IDS = {s: COINGECKO_IDS[s] for s in SYMBOLS}
+PAIRS = {pair(s): s for s in SYMBOLS}
+
+
+def every_call_due(**kw: object) -> Settings:
+    """Settings under which every endpoint is due on every fetch (tests call in a loop)."""
+    base = {"fetch_interval": 0.01, "coingecko_interval": 0.01, "feargreed_interval": 0.01}
+    return Settings(**{**base, **kw})
 
 
 def fixture(name: str) -> object:
@@ -33,7 +41,7 @@ def fixture(name: str) -> object:
 
 
 def test_coingecko_simple_price_fixture() -> None:
-    prices = parse_prices(fixture("coingecko_simple_price.json"), SYMBOLS)
+    prices = parse_prices(fixture("coingecko_simple_price.json"), IDS)
     assert set(prices) == set(SYMBOLS)
     assert prices["BTC"] == {"usd": 91234.5, "change_24h": pytest.approx(-1.2043851)}
     assert prices["XRP"]["usd"] == 2.1874
@@ -42,9 +50,21 @@ def test_coingecko_simple_price_fixture() -> None:
 
 
 def test_coingecko_unknown_ids_are_absent_not_errors() -> None:
-    prices = parse_prices(fixture("coingecko_simple_price.json"), ("BTC", "NOPE"))
+    prices = parse_prices(fixture("coingecko_simple_price.json"), {"BTC": "bitcoin", "NOPE": "nope"})
     assert list(prices) == ["BTC"]
-    assert coin_id("BNB") == "binancecoin" and coin_id("FOO") == "foo"
+
+
+def test_coingecko_ids_are_never_guessed() -> None:
+    known, unknown = ids_for(("BTC", "SHIB", "FOO"))
+    assert known == {"BTC": "bitcoin", "SHIB": "shiba-inu"} and unknown == ["FOO"]
+    known, unknown = ids_for(("BTC", "FOO"), ("FOO=foo-token", "BTC=wrapped-bitcoin"))
+    assert known == {"BTC": "wrapped-bitcoin", "FOO": "foo-token"} and unknown == []
+
+
+def test_coingecko_key_picks_host_and_header() -> None:
+    assert auth("demo", None) == ("https://api.coingecko.com", {})
+    assert auth("demo", "CG-k") == ("https://api.coingecko.com", {"x-cg-demo-api-key": "CG-k"})
+    assert auth("pro", "CG-k") == ("https://pro-api.coingecko.com", {"x-cg-pro-api-key": "CG-k"})
 
 
 def test_coingecko_global_fixture() -> None:
@@ -58,7 +78,7 @@ def test_coingecko_global_fixture() -> None:
 
 
 def test_binance_ticker_list_fixture() -> None:
-    prices = parse_ticker(fixture("binance_ticker_24hr.json"), SYMBOLS)
+    prices = parse_ticker(fixture("binance_ticker_24hr.json"), PAIRS)
     # The fixture lists three of the five symbols; the others are just absent.
     assert set(prices) == {"BTC", "ETH", "SOL"}
     assert prices["BTC"] == {"usd": 91234.49, "change_24h": -1.204}
@@ -66,12 +86,14 @@ def test_binance_ticker_list_fixture() -> None:
 
 
 def test_binance_ticker_single_object_fixture() -> None:
-    prices = parse_ticker(fixture("binance_ticker_24hr_single.json"), ("BNB",))
+    prices = parse_ticker(fixture("binance_ticker_24hr_single.json"), {"BNBUSDT": "BNB"})
     assert prices == {"BNB": {"usd": 612.1, "change_24h": -0.665}}
 
 
 def test_feargreed_fixture() -> None:
-    assert parse_fng(fixture("feargreed_fng.json")) == {"value": 54, "label": "Neutral"}
+    fng = parse_fng(fixture("feargreed_fng.json"))
+    assert fng["value"] == 54 and fng["label"] == "Neutral"
+    assert fng["next_update_s"] is None or fng["next_update_s"] >= 0
 
 
 # --- validation -----------------------------------------------------------
@@ -132,9 +154,9 @@ BAD_PAYLOADS = [
                    "metadata": {"error": "limit must be a number"}}),
 ]
 PARSERS = {
-    "coingecko_prices": lambda p: parse_prices(p, ("BTC",)),
+    "coingecko_prices": lambda p: parse_prices(p, {"BTC": "bitcoin"}),
     "coingecko_global": parse_global,
-    "binance": lambda p: parse_ticker(p, ("BTC",)),
+    "binance": lambda p: parse_ticker(p, {"BTCUSDT": "BTC"}),
     "feargreed": parse_fng,
 }
 
@@ -157,47 +179,57 @@ def test_retry_after_forms() -> None:
 
 # --- merging ----------------------------------------------------------------
 
-
-def _ok(provider: str, part: str, value: object) -> CallResult:
-    return CallResult(Call(provider, part, "http://x"), value=value)
-
-
-def _err(provider: str, part: str, outcome: str, retry_after: float | None = None) -> CallResult:
-    return CallResult(Call(provider, part, "http://x"),
-                      error=CallFailed(outcome, "boom", retry_after=retry_after))
+NOW = 1_800_000_000.0
+FRESH = {"binance.prices": Freshness(10, 1800), "coingecko.prices": Freshness(70, 1800),
+         "coingecko.market": Freshness(70, 1800), "feargreed.sentiment": Freshness(3700, 7200)}
+PROVIDERS3 = ("coingecko", "binance", "feargreed")
 
 
 def test_binance_preferred_coingecko_fills_in_per_symbol() -> None:
-    data = assemble(("BTC", "ETH", "DOGE"), ("coingecko", "binance", "feargreed"), [
-        _ok("coingecko", "prices", {"BTC": {"usd": 1.0, "change_24h": 0.1},
-                                    "ETH": {"usd": 2.0, "change_24h": 0.2}}),
-        _ok("binance", "prices", {"BTC": {"usd": 1.5, "change_24h": 0.3}}),
-        _ok("coingecko", "market", {"total_market_cap_usd": 3.0}),
-        _ok("feargreed", "sentiment", {"value": 54, "label": "Neutral"}),
-    ])
-    assert data["prices"] == {"BTC": {"usd": 1.5, "change_24h": 0.3, "source": "binance"},
-                              "ETH": {"usd": 2.0, "change_24h": 0.2, "source": "coingecko"}}
+    kept = {
+        "coingecko.prices": Kept({"BTC": {"usd": 1.0, "change_24h": 0.1},
+                                  "ETH": {"usd": 2.0, "change_24h": 0.2}}, NOW - 30),
+        "binance.prices": Kept({"BTC": {"usd": 1.5, "change_24h": 0.3}}, NOW),
+        "coingecko.market": Kept({"total_market_cap_usd": 3.0}, NOW - 30),
+        "feargreed.sentiment": Kept({"value": 54, "label": "Neutral"}, NOW - 600),
+    }
+    data = assemble(("BTC", "ETH", "DOGE"), PROVIDERS3, kept, FRESH, {}, NOW)
+    assert data["prices"]["BTC"]["source"] == "binance" and data["prices"]["BTC"]["usd"] == 1.5
+    assert data["prices"]["ETH"] == {"usd": 2.0, "change_24h": 0.2, "source": "coingecko",
+                                     "fetched_at": "2027-01-15T07:59:30.000Z"}
     assert data["missing"] == ["prices.DOGE"]
     assert data["market"]["source"] == "coingecko"
-    assert data["sentiment"] == {"value": 54, "label": "Neutral", "source": "feargreed"}
-    assert all(s == {"ok": True} for s in data["sources"].values())
+    assert data["sentiment"]["value"] == 54 and data["sentiment"]["source"] == "feargreed"
+    assert data["sources"]["coingecko"]["sections"]["prices"] == {
+        "fetched_at": "2027-01-15T07:59:30.000Z", "age_s": 30.0, "stale": False}
+    assert all(s["ok"] for s in data["sources"].values())
 
 
-def test_failures_reported_per_source() -> None:
-    data = assemble(("BTC",), ("coingecko", "binance", "feargreed"), [
-        _err("coingecko", "prices", "timeout"),
-        _err("coingecko", "market", "invalid"),
-        _err("binance", "prices", "skipped", retry_after=12.5),
-        _err("feargreed", "sentiment", "http_error"),
-    ])
-    assert data["prices"] == {} and data["market"] is None and data["sentiment"] is None
-    assert data["missing"] == ["prices", "market", "sentiment"]
-    assert data["sources"]["coingecko"]["error"] == "timeout"
-    assert data["sources"]["coingecko"]["failed"] == ["prices", "market"]
-    # A call skipped while waiting out a Retry-After is reported as rate limited.
-    assert data["sources"]["binance"] == {"ok": False, "error": "rate_limited", "detail": "prices: boom",
-                                          "retry_after_s": 12.5, "failed": ["prices"]}
-    assert data["sources"]["feargreed"]["ok"] is False
+def test_a_stale_binance_price_gives_way_to_a_fresh_coingecko_one() -> None:
+    kept = {"binance.prices": Kept({"BTC": {"usd": 1.5, "change_24h": 0.3}}, NOW - 60),
+            "coingecko.prices": Kept({"BTC": {"usd": 1.4, "change_24h": 0.2}}, NOW - 20)}
+    data = assemble(("BTC",), PROVIDERS3, kept, FRESH, {}, NOW)
+    assert data["prices"]["BTC"]["source"] == "coingecko"
+    assert data["sources"]["binance"]["sections"]["prices"]["stale"] is True
+    # When both are stale, the fresher one.
+    kept["coingecko.prices"] = Kept({"BTC": {"usd": 1.4, "change_24h": 0.2}}, NOW - 100)
+    assert assemble(("BTC",), PROVIDERS3, kept, FRESH, {}, NOW)["prices"]["BTC"]["source"] == "binance"
+
+
+def test_nothing_vanishes_until_its_maximum_age() -> None:
+    kept = {"coingecko.market": Kept({"total_market_cap_usd": 3.0}, NOW - 1000)}
+    status = {"coingecko": ProviderStatus(ok=False, error="rate_limited", detail="HTTP 429 429: slow down",
+                                          blocked_for_s=42.0, failed=("market",))}
+    data = assemble(("BTC",), PROVIDERS3, kept, FRESH, status, NOW)
+    assert data["market"]["total_market_cap_usd"] == 3.0
+    src = data["sources"]["coingecko"]
+    assert src["ok"] is False and src["error"] == "rate_limited" and src["blocked_for_s"] == 42.0
+    assert src["detail"] == "HTTP 429 429: slow down" and src["failed"] == ["market"]
+    assert src["sections"]["market"]["stale"] is True and src["sections"]["market"]["age_s"] == 1000.0
+    kept["coingecko.market"] = Kept({"total_market_cap_usd": 3.0}, NOW - 1801)
+    data = assemble(("BTC",), PROVIDERS3, kept, FRESH, status, NOW)
+    assert data["market"] is None and "market" in data["missing"]
+    assert "market" not in data["sources"]["coingecko"]["sections"]
 
 
 # --- base URLs ----------------------------------------------------------------
@@ -214,8 +246,13 @@ def test_override_wins_over_sim_and_live() -> None:
     s = Settings(sim_url="http://sim:1", binance_url="http://mirror.example/")
     assert base_urls(s)["binance"] == "http://mirror.example"
     live = base_urls(Settings(upstream="live", coingecko_url="http://cg.example"))
-    assert live == {"coingecko": "http://cg.example", "binance": "https://api.binance.com",
+    # Binance's host for public market data, not api.binance.com.
+    assert live == {"coingecko": "http://cg.example", "binance": "https://data-api.binance.vision",
                     "feargreed": "https://api.alternative.me"}
+    pro = base_urls(Settings(upstream="live", coingecko_api_key="CG-pro-key", coingecko_api_plan="pro"))
+    assert pro["coingecko"] == "https://pro-api.coingecko.com"
+    assert base_urls(Settings(sim_url="http://sim:1", coingecko_api_key="CG-k", coingecko_api_plan="pro"))[
+        "coingecko"] == "http://sim:1/coingecko-pro"
 
 
 def test_sim_without_sim_url_is_a_clear_error() -> None:
@@ -226,17 +263,6 @@ def test_sim_without_sim_url_is_a_clear_error() -> None:
     # Not needed when every configured provider has its own URL.
     only = Settings(providers=("feargreed",), feargreed_url="http://127.0.0.1:9")
     build_fetcher(only, "n1").close()
-
-
-def test_settings_from_env_drive_the_fetcher() -> None:
-    s = Settings.from_env({"PROVIDERS": "binance, feargreed", "SYMBOLS": "btc,eth",
-                           "SIM_URL": "http://127.0.0.1:9"})
-    fetcher = build_fetcher(s, "n1")
-    try:
-        assert [c.provider for c in fetcher.calls] == ["binance", "feargreed"]
-        assert json.loads(fetcher.calls[0].params["symbols"]) == ["BTCUSDT", "ETHUSDT"]
-    finally:
-        fetcher.close()
 
 
 # --- over real HTTP from the simulator ---------------------------------------
@@ -258,33 +284,56 @@ def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
     assert set(data) == {"prices", "market", "sentiment", "sources", "missing"}
     assert list(data["prices"]) == list(SYMBOLS)
     for quote in data["prices"].values():
-        assert quote["source"] == "binance" and quote["usd"] > 0
+        assert quote["source"] == "binance" and quote["usd"] > 0 and quote["fetched_at"].endswith("Z")
         assert isinstance(quote["change_24h"], float)
     assert data["market"]["source"] == "coingecko"
     assert 0 < data["market"]["btc_dominance"] < 100
     assert data["sentiment"]["source"] == "feargreed" and 0 <= data["sentiment"]["value"] <= 100
-    assert data["sources"] == {p: {"ok": True} for p in ("coingecko", "binance", "feargreed")}
+    assert "next_update_s" not in data["sentiment"]
+    assert {p: s["ok"] for p, s in data["sources"].items()} == {p: True for p in PROVIDERS3}
+    assert set(data["sources"]["coingecko"]["sections"]) == {"prices", "market"}
     assert data["missing"] == []
     json.dumps(data, allow_nan=False)  # what the envelope will do with it
-    # One on_call per HTTP call: two CoinGecko endpoints, one each for the others.
+    # One on_call per HTTP call: the symbol lookup, then two CoinGecko endpoints, one each for the others.
     assert sorted((p, o) for p, o, _ in calls) == [
-        ("binance", "ok"), ("coingecko", "ok"), ("coingecko", "ok"), ("feargreed", "ok")]
+        ("binance", "ok"), ("binance", "ok"), ("coingecko", "ok"), ("coingecko", "ok"), ("feargreed", "ok")]
     assert all(seconds >= 0 for _, _, seconds in calls)
     stats = sim.stats()
-    assert stats["by_node"] == {"node-a": 4}
-    assert stats["user_agents"] == {USER_AGENT: 4}
+    assert stats["by_node"] == {"node-a": 5}
+    assert stats["by_path"]["/binance/api/v3/exchangeInfo"] == 1
+    assert stats["user_agents"] == {USER_AGENT: 5}
     assert USER_AGENT.startswith("marketfeed/")
 
 
+def test_each_endpoint_keeps_its_own_cadence(sim: SimulatedExchange) -> None:
+    s = Settings(sim_url=sim.url, fetch_interval=0.2, coingecko_interval=0.6, feargreed_interval=3600)
+    fetcher = build_fetcher(s, "node-a")
+    try:
+        for _ in range(7):
+            data = fetcher()
+            time.sleep(0.2)
+    finally:
+        fetcher.close()
+    paths = sim.stats()["by_path"]
+    assert paths["/binance/api/v3/ticker/24hr"] == 7  # every fetch
+    assert 2 <= paths["/coingecko/api/v3/simple/price"] <= 3  # every 0.6 s
+    assert paths["/feargreed/fng/"] == 1  # once an hour at most
+    assert paths["/binance/api/v3/exchangeInfo"] == 1  # symbols looked up once
+    # What was not due this time is kept, with its own age.
+    assert data["sentiment"] is not None
+    assert data["sources"]["feargreed"]["sections"]["sentiment"]["age_s"] > 1
+
+
 def test_connections_are_reused(sim: SimulatedExchange) -> None:
-    fetcher = build_fetcher(Settings(sim_url=sim.url), "node-a")
+    fetcher = build_fetcher(every_call_due(sim_url=sim.url), "node-a")
     try:
         for _ in range(5):
             fetcher()
+            time.sleep(0.02)
     finally:
         fetcher.close()
     stats = sim.stats()
-    assert stats["total"] == 20
+    assert stats["total"] == 21  # the lookup, then four calls per fetch
     # Four concurrent calls per fetch need at most four pooled connections.
     assert stats["connections"] <= 4
 
@@ -296,10 +345,35 @@ def test_configured_subset_only(sim: SimulatedExchange) -> None:
         data = fetcher()
     finally:
         fetcher.close()
-    assert set(data["prices"]) == {"BTC", "FOO"}  # unknown symbols get a simulated price too
+    # FOO is not listed: no invented price, no failed batch, named as unknown.
+    assert set(data["prices"]) == {"BTC"}
+    assert data["sources"]["binance"]["unknown"] == ["FOO"]
     assert data["market"] is None and data["sentiment"] is None
-    assert data["missing"] == ["market", "sentiment"]
+    assert data["missing"] == ["prices.FOO", "market", "sentiment"]
     assert set(sim.stats()["by_provider"]) == {"binance"}
+
+
+def test_many_unknown_symbols_are_looked_up_a_few_a_tick_then_never_again(sim: SimulatedExchange) -> None:
+    # One unknown symbol fails Binance's whole batch lookup; the rest are asked
+    # one by one (weight 20 each), a few a tick, and the answer is kept.
+    unknown = tuple(f"C{i:02}" for i in range(20))
+    s = Settings(sim_url=sim.url, providers=("binance",), symbols=("BTC", "ETH", *unknown),
+                 fetch_interval=0.01, binance_interval=0.01)
+    fetcher = build_fetcher(s, "node-a")
+    lookups = []
+    try:
+        for _ in range(6):
+            before = sim.stats()["by_path"].get("/binance/api/v3/exchangeInfo", 0)
+            data = fetcher()
+            lookups.append(sim.stats()["by_path"].get("/binance/api/v3/exchangeInfo", 0) - before)
+            time.sleep(0.02)
+    finally:
+        fetcher.close()
+    # 1 batch + 8 singles, then 8, then the last 6; then none.
+    assert lookups == [9, 8, 6, 0, 0, 0]
+    assert set(data["prices"]) == {"BTC", "ETH"}
+    assert data["sources"]["binance"]["unknown"] == list(unknown)
+    assert sim.stats()["by_path"]["/binance/api/v3/ticker/24hr"] == 6  # priced from the first tick on
 
 
 def test_coingecko_alone_supplies_prices(sim: SimulatedExchange) -> None:
@@ -311,3 +385,31 @@ def test_coingecko_alone_supplies_prices(sim: SimulatedExchange) -> None:
         fetcher.close()
     assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
     assert data["missing"] == ["sentiment"]
+
+
+def test_a_monthly_quota_stretches_the_cadence_then_stops_the_calls(sim: SimulatedExchange) -> None:
+    s = Settings(sim_url=sim.url, providers=("coingecko",), symbols=("BTC",), fetch_interval=0.01,
+                 coingecko_interval=0.01, coingecko_monthly_calls=6)
+    fetcher = build_fetcher(s, "node-a")
+    try:
+        fetcher()
+        # 2 of 6 calls used: the 2 pairs left are spread over the rest of the month.
+        from feed.providers.fetcher import _month_end
+
+        now = time.time()
+        expected = max(0.01, (_month_end(now) - now) / 2)
+        assert fetcher._interval("coingecko.prices", now) == pytest.approx(expected, rel=0.01)
+        fetcher.budget.set_next_due("coingecko.prices", 0)  # as if the stretched cadence had passed
+        fetcher.budget.set_next_due("coingecko.market", 0)
+        fetcher()
+        fetcher.budget.set_next_due("coingecko.prices", 0)
+        fetcher.budget.set_next_due("coingecko.market", 0)
+        fetcher()
+        assert fetcher.budget.calls("coingecko")["month"] == 6
+        data = fetcher()
+        # The month's calls are used: blocked until the month ends, the kept prices stay.
+        assert sim.stats()["by_provider"]["coingecko"] == 6
+        assert data["sources"]["coingecko"]["error"] == "quota"
+        assert fetcher.blocked_for("coingecko") > 0 and data["prices"]["BTC"]["usd"] > 0
+    finally:
+        fetcher.close()

@@ -63,8 +63,11 @@ def make() -> Iterator[Callable[..., tuple[Fetcher, Recorder]]]:
 
     def factory(sim: SimulatedExchange, node: str = "node-a", **overrides: object
                 ) -> tuple[Fetcher, Recorder]:
+        # Every endpoint due on every fetch: these tests call the fetcher in a loop.
         options: dict[str, object] = {"sim_url": sim.url, "http_retries": 0,
-                                      "http_read_timeout": 2.0, "max_response_bytes": 64 * 1024}
+                                      "http_read_timeout": 2.0, "max_response_bytes": 64 * 1024,
+                                      "coingecko_interval": 0.01, "feargreed_interval": 0.01,
+                                      "binance_interval": 0.01}
         options.update(overrides)
         recorder = Recorder()
         fetcher = build_fetcher(Settings(**options).validate(), node, on_call=recorder)
@@ -163,8 +166,9 @@ def test_one_500_then_retry_succeeds(sim: SimulatedExchange, make) -> None:
     sim.inject(provider="binance", status=500, times=1)
     fetcher, _ = make(sim, http_retries=2)
     data = fetcher()
-    assert fetcher.stats[("binance", "http_error")] == 1 and fetcher.stats[("binance", "ok")] == 1
-    assert data["sources"]["binance"] == {"ok": True}
+    # The symbol lookup got the 500 (and its retry succeeded), then the ticker.
+    assert fetcher.stats[("binance", "http_error")] == 1 and fetcher.stats[("binance", "ok")] == 2
+    assert data["sources"]["binance"]["ok"] is True and "error" not in data["sources"]["binance"]
     assert {q["source"] for q in data["prices"].values()} == {"binance"}
 
 
@@ -180,7 +184,8 @@ def test_latency_within_timeout_is_fine(sim: SimulatedExchange, make) -> None:
     sim.inject(latency_ms=100)
     fetcher, _ = make(sim)
     data = fetcher()
-    assert data["missing"] == [] and sum(fetcher.stats[(p, "ok")] for p in PROVIDERS) == 4
+    # The symbol lookup and four calls.
+    assert data["missing"] == [] and sum(fetcher.stats[(p, "ok")] for p in PROVIDERS) == 5
 
 
 def test_latency_beyond_read_timeout_is_a_timeout(sim: SimulatedExchange, make) -> None:
@@ -208,7 +213,7 @@ def test_whole_fetch_bounded_by_budget(sim: SimulatedExchange, make) -> None:
     # every wait is clamped to what is left of the fetch.
     sim.inject(stall_s=30)
     fetcher, _ = make(sim, fetch_interval=1.0, http_read_timeout=5.0, http_retries=3)
-    assert fetcher.budget == 1.0
+    assert fetcher.deadline == 1.0
     started = time.monotonic()
     with pytest.raises(FetchFailed) as info:
         fetcher()
@@ -238,27 +243,29 @@ def test_retry_after_honoured_across_fetches(sim: SimulatedExchange, make) -> No
     assert first["sources"]["binance"]["error"] == "rate_limited"
     sim.clear_faults()  # the exchange would answer now, but we promised to wait
     skipped = 0
-    while fetcher.client.blocked_for("binance") > 0.05:
+    while fetcher.blocked_for("binance") > 0.05:
         data = fetcher()
         skipped += 1
         assert sim_calls(sim, "binance") == 1, "called before Retry-After expired"
         assert data["sources"]["binance"]["error"] == "rate_limited"
         assert data["sources"]["binance"]["retry_after_s"] > 0
+        assert data["sources"]["binance"]["blocked_for_s"] > 0
         assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
         time.sleep(0.1)
     assert skipped >= 1
     assert fetcher.stats[("binance", "skipped")] == skipped
     assert all(s == 0.0 for p, o, s in rec.calls if o == "skipped")
-    wait_until(lambda: fetcher.client.blocked_for("binance") == 0, 5, "the Retry-After to pass")
+    wait_until(lambda: fetcher.blocked_for("binance") == 0, 5, "the Retry-After to pass")
     data = fetcher()
-    assert data["sources"]["binance"] == {"ok": True} and sim_calls(sim, "binance") == 2
+    # The symbol lookup the 429 refused, then the ticker.
+    assert data["sources"]["binance"]["ok"] is True and sim_calls(sim, "binance") == 3
 
 
 def test_429_without_retry_after_still_backs_off(sim: SimulatedExchange, make) -> None:
     sim.inject(provider="feargreed", status=429, times=1)
     fetcher, _ = make(sim)
     fetcher()
-    assert fetcher.client.blocked_for("feargreed") > 20  # the default back-off, not zero
+    assert fetcher.blocked_for("feargreed") > 20  # the default back-off, not zero
     fetcher()
     assert sim_calls(sim, "feargreed") == 1 and fetcher.stats[("feargreed", "skipped")] == 1
 
@@ -359,8 +366,8 @@ def test_step_down_after_failures_moves_leadership(redis_url: str, rclient: redi
             stream = rclient.xrange(Keys().events)
             assert any(f.get(b"event") == b"stepped_down" and f.get(b"node") == b"node-a"
                        for _, f in stream)
-            # A failed at least N fetches in a row before giving up (2 CoinGecko calls each).
-            assert fa.stats[("coingecko", "http_error")] >= 2 * 3
+            # A failed at least N fetches in a row before giving up.
+            assert sum(n for (_, o), n in fa.stats.items() if o == "http_error") >= 3
             assert set(bad.stats()["by_node"]) == {"node-a"}
             assert set(good.stats()["by_node"]) == {"node-b"}
             snapshot = read_snapshot(rclient)
@@ -374,9 +381,12 @@ def test_step_down_after_failures_moves_leadership(redis_url: str, rclient: redi
             cb.close()
 
 
-def test_nothing_written_when_every_provider_fails(redis_url: str, rclient: redis.Redis) -> None:
+def test_every_provider_failing_keeps_sections_then_writes_nothing(redis_url: str,
+                                                                   rclient: redis.Redis) -> None:
+    """Nothing vanishes at once: kept sections go out flagged stale, until their maximum age."""
     with SimulatedExchange() as sim:
-        s = node_settings(redis_url, sim, step_down_after=0)
+        s = node_settings(redis_url, sim, step_down_after=0, coingecko_interval=0.2,
+                          feargreed_interval=0.2, section_max_age=1.5)
         fetcher = build_fetcher(s, "node-w")
         client = connect(redis_url)
         node = FeedNode(s, client, fetch=fetcher, node_id="node-w")
@@ -384,23 +394,30 @@ def test_nothing_written_when_every_provider_fails(redis_url: str, rclient: redi
             node.start()
             wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq >= 2, 10,
                        "two snapshots")
+            good = read_snapshot(rclient)
             sim.inject(status=500)
-            # The loop fetches one at a time: after one failure every later fetch
-            # began after the fault, so the stored snapshot is final until it clears.
             wait_until(lambda: node.leader.failures >= 1, 5, "a failed fetch")
+            # The failed fetches still publish the last good sections, marked stale as they age.
+            kept = wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.sections_stale and e,
+                              5, "a snapshot of stale sections")
+            assert kept.data["prices"].keys() == good.data["prices"].keys()
+            assert kept.data["prices"]["BTC"]["fetched_at"] <= good.data["prices"]["BTC"]["fetched_at"] \
+                or kept.data["prices"]["BTC"]["usd"] > 0
+            assert all(not src["ok"] for src in kept.data["sources"].values())
+            # Past their maximum age nothing is left: nothing is written any more.
+            wait_until(lambda: node.leader.failures >= 12, 10, "more failed fetches")
             before = read_snapshot(rclient)
             calls_before = sim.stats()["total"]
-            wait_until(lambda: node.leader.failures >= 5, 10, "more failed fetches")
+            wait_until(lambda: node.leader.failures >= 16, 10, "more failed fetches")
             after = read_snapshot(rclient)
             assert before is not None and after is not None
             assert after.key == before.key and after.fetched_at == before.fetched_at
-            assert after.data == before.data
             assert sim.stats()["total"] > calls_before  # it kept trying upstream
             assert node.is_leader and node.role == "leader"  # and kept running
             assert rclient.get(Keys().leader) == b"node-w"
             sim.clear_faults()
-            wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq > before.seq,
-                       10, "a new snapshot once the upstream recovers")
+            wait_until(lambda: (e := read_snapshot(rclient)) is not None and e.seq > before.seq
+                       and not e.sections_stale, 10, "a fresh snapshot once the upstream recovers")
             assert node.leader.failures == 0
         finally:
             node.stop()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from feed.config.declare import (
+    Parser,
     Setting,
     at_least,
     between,
@@ -82,6 +83,26 @@ def _symbols(value: tuple[str, ...]) -> str | None:
     for s in value:
         if not (s.isascii() and s.isalnum() and len(s) <= 12):
             return f"{s!r} is not a ticker symbol (letters and digits, at most 12)"
+    return None
+
+
+def _api_key(value: str) -> str | None:
+    if not value or any(c.isspace() for c in value) or len(value) > 200:
+        return "must be the key as CoinGecko gives it: one word, no spaces"
+    return None
+
+
+# SYMBOL=id pairs; the symbol upper-cased as SYMBOLS are, the id as given.
+_ID_PAIRS = Parser("a comma-separated list of SYMBOL=id", lambda raw: tuple(
+    f"{p.partition('=')[0].strip().upper()}={p.partition('=')[2].strip()}" if "=" in p else p
+    for p in words(raw)))
+
+
+def _id_pairs(value: tuple[str, ...]) -> str | None:
+    for pair in value:
+        symbol, eq, cid = pair.partition("=")
+        if not eq or _symbols((symbol,)) or not cid or not all(c.isalnum() or c in "-_." for c in cid):
+            return f"{pair!r} is not SYMBOL=coingecko-id (e.g. SHIB=shiba-inu)"
     return None
 
 
@@ -169,14 +190,44 @@ class Settings:
         "SYMBOLS", ("BTC", "ETH", "SOL", "BNB", "XRP"), "which prices", section="upstream",
         parser=words_as(str.upper), rule=_symbols)
     coingecko_url: str | None = setting(
-        "COINGECKO_BASE_URL", None, "CoinGecko's base URL (a proxy, a mirror)", section="upstream",
-        rule=http_url, shown="per `UPSTREAM`")
+        "COINGECKO_BASE_URL", None, "CoinGecko's base URL (a proxy, a mirror, a stand-in)",
+        section="upstream", rule=http_url, shown="per `UPSTREAM` and `COINGECKO_API_PLAN`")
+    coingecko_api_key: str | None = setting(
+        "COINGECKO_API_KEY", None, "a CoinGecko API key, sent in the header its plan names "
+        "(`x-cg-demo-api-key` or `x-cg-pro-api-key`); unset: keyless, limited per IP and shared with "
+        "everyone behind that IP", section="upstream", rule=_api_key, secret=True, shown="unset")
+    coingecko_api_plan: str = setting(
+        "COINGECKO_API_PLAN", "demo", "`demo`: the key is a Demo key, for api.coingecko.com; `pro`: a "
+        "Pro key, for pro-api.coingecko.com", section="upstream", parser=lower, rule=one_of("demo", "pro"))
+    coingecko_ids: tuple[str, ...] = setting(
+        "COINGECKO_IDS", (), "CoinGecko ids for tickers the shipped table does not know, as "
+        "`SYMBOL=id` pairs (`SHIB=shiba-inu,PEPE=pepe`); CoinGecko ids are not tickers, so none is "
+        "guessed", section="upstream", parser=_ID_PAIRS, rule=_id_pairs, shown="empty")
+    coingecko_interval: float = setting(
+        "COINGECKO_INTERVAL_SECONDS", 60.0, "how often CoinGecko is called (its prices and market "
+        "totals are cached about 60 s for keyless and Demo users)", section="upstream", rule=positive)
+    coingecko_monthly_calls: int = setting(
+        "COINGECKO_MONTHLY_CALLS", 0, "the plan's monthly call credits (about 10,000 for Demo): "
+        "CoinGecko's cadence is stretched so the month's calls fit; 0 = no quota",
+        section="upstream", rule=at_least(0), shown="0 (none)")
     binance_url: str | None = setting(
-        "BINANCE_BASE_URL", None, "Binance's base URL (a proxy, a mirror)", section="upstream",
-        rule=http_url, shown="per `UPSTREAM`")
+        "BINANCE_BASE_URL", None, "Binance's base URL; live default `https://data-api.binance.vision`, "
+        "its host for public market data (`https://api.binance.us` for binance.us, whose symbols "
+        "differ)", section="upstream", rule=http_url, shown="per `UPSTREAM`")
+    binance_interval: float = setting(
+        "BINANCE_INTERVAL_SECONDS", 0.0, "how often Binance is called; 0 = every fetch "
+        "(`FETCH_INTERVAL_SECONDS`)", section="upstream", rule=non_negative, shown="0 (every fetch)")
     feargreed_url: str | None = setting(
-        "FEAR_GREED_BASE_URL", None, "alternative.me's base URL (a proxy, a mirror)", section="upstream",
-        rule=http_url, shown="per `UPSTREAM`")
+        "FEAR_GREED_BASE_URL", None, "alternative.me's base URL (a proxy, a mirror, a stand-in)",
+        section="upstream", rule=http_url, shown="per `UPSTREAM`")
+    feargreed_interval: float = setting(
+        "FEAR_GREED_INTERVAL_SECONDS", 3600.0, "how often the Fear & Greed index is called at most; "
+        "sooner when its `time_until_update` says a new value is out (it changes once a day)",
+        section="upstream", rule=positive)
+    section_max_age: float = setting(
+        "SECTION_MAX_AGE_SECONDS", 1800.0, "a section (a price, the market totals, the sentiment) "
+        "whose last good value is older than this, and than twice its provider's interval, is "
+        "dropped from snapshots and listed in `missing`", section="upstream", rule=positive)
     http_connect_timeout: float = setting(
         "HTTP_CONNECT_TIMEOUT_SECONDS", 3.0, "connect timeout of each HTTP call (a whole fetch is also "
         "bounded, by max(1 s, 0.8 x the fetch interval))", section="upstream", rule=positive)

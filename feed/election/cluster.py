@@ -1,4 +1,4 @@
-"""The cluster view, read straight from Redis: who leads, the epoch, history.
+"""The cluster view, read straight from Redis: who leads, the epoch, history, the upstream budget.
 
 ``/status`` serves it as JSON; ``python -m feed status`` prints it for
 operators (``--json`` for the same JSON, ``--watch`` to refresh).
@@ -20,14 +20,18 @@ from feed.election.fence import read_cached
 from feed.election.keys import Keys
 from feed.election.lock import recent_events
 from feed.errors import ConfigError
+from feed.providers.budget import upstream_view
+from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import redact_url
 from feed.redisconn.values import text
 
 __all__ = ["cluster_view", "format_view", "main"]
 
 
-def cluster_view(client: redis.Redis, keys: Keys, events: int = 20) -> dict[str, Any]:
-    """Leader, epoch, lock TTL, cached snapshot and recent events. Raises RedisError."""
+def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
+                 providers: tuple[str, ...] = PROVIDER_NAMES,
+                 quotas: dict[str, int] | None = None) -> dict[str, Any]:
+    """Leader, epoch, lock TTL, cached snapshot, recent events, upstream budget. Raises RedisError."""
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.leader)
     pipe.pttl(keys.leader)
@@ -52,8 +56,9 @@ def cluster_view(client: redis.Redis, keys: Keys, events: int = 20) -> dict[str,
         "snapshot": snapshot,
         "leadership_changes_in_history": changes,
         "events": history,
+        "upstream": upstream_view(client, keys, providers, quotas),
         "keys": {"leader": keys.leader, "epoch": keys.epoch, "data": keys.data,
-                 "events": keys.events},
+                 "events": keys.events, "upstream": keys.upstream},
     }
 
 
@@ -72,6 +77,15 @@ def format_view(view: dict[str, Any], url: str | None) -> str:
     else:
         lines.append(f"snapshot    epoch {snap['epoch']} seq {snap['seq']} from {snap['leader']}, "
                      f"{snap['age_s']:.1f} s old")
+    for i, (provider, u) in enumerate((view.get("upstream") or {}).items()):
+        c = u["calls"]
+        state = "ok"
+        if u.get("blocked"):
+            b = u["blocked"]
+            state = f"blocked {b['for_s']:.0f} s more ({b['outcome']}: {b['detail']})"
+        quota = f" of {u['monthly_quota']['calls']}" if u.get("monthly_quota") else ""
+        lines.append(f"{'' if i else 'upstream':<12}{provider:<10} "
+                     f"{c['minute']}/min {c['day']}/day {c['month']}{quota}/month  {state}")
     lines.append("events      (newest last)")
     for e in view["events"]:
         stamp = time.strftime("%H:%M:%S", time.gmtime(e["ts"])) + f".{int(e['ts'] * 1000) % 1000:03d}Z"
@@ -99,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(url, settings.redis_timeout)
     while True:
         try:
-            view = cluster_view(client, settings.keys, args.events)
+            view = cluster_view(client, settings.keys, args.events, settings.providers,
+                                {"coingecko": settings.coingecko_monthly_calls})
         except redis.RedisError as exc:
             print(f"cannot read the cluster view from {redact_url(url)}: {type(exc).__name__}: {exc}",
                   file=sys.stderr)

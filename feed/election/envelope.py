@@ -51,6 +51,15 @@ class Envelope:
     def age(self, now: float) -> float:
         return max(0.0, now - self.fetched_at)
 
+    @property
+    def sections_stale(self) -> bool:
+        """True if the data has sections and every one is stale (its providers are failing)."""
+        sources = self.data.get("sources")
+        flags = [sec.get("stale") for src in (sources.values() if isinstance(sources, dict) else ())
+                 if isinstance(src, dict) and isinstance(src.get("sections"), dict)
+                 for sec in src["sections"].values() if isinstance(sec, dict)]
+        return bool(flags) and all(flags)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "snapshot",

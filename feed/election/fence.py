@@ -21,23 +21,39 @@ from feed.election.envelope import Envelope
 from feed.election.keys import Keys
 from feed.redisconn.values import text
 
-__all__ = ["FENCED_WRITE", "FencedStore", "SnapshotStore", "UnfencedStore", "WriteResult", "read_cached"]
+__all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "Term", "UnfencedStore", "WriteResult",
+           "read_cached"]
 
-# KEYS: leader, epoch, data
-# ARGV: node_id, epoch, envelope_json, cache_ttl_ms, updates_channel
-# Returns {1, receivers}        stored and published
-#         {0, 'not_leader'}     the lock is not (or no longer) the writer's
-#         {0, 'stale_epoch'}    the lock is, but under a newer epoch
-FENCED_WRITE = """
+# The fence itself, for every script that writes as the leader: KEYS[1] is
+# the lock, KEYS[2] the epoch, ARGV[1] the writer's node id, ARGV[2] the
+# epoch it was elected under. Returns early with {0, reason} when either is
+# no longer the writer's.
+FENCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return {0, 'not_leader'}
 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return {0, 'stale_epoch'}
 end
+"""
+
+# KEYS: leader, epoch, data
+# ARGV: node_id, epoch, envelope_json, cache_ttl_ms, updates_channel
+# Returns {1, receivers}        stored and published
+#         {0, 'not_leader'}     the lock is not (or no longer) the writer's
+#         {0, 'stale_epoch'}    the lock is, but under a newer epoch
+FENCED_WRITE = FENCE + """
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 return {1, redis.call('PUBLISH', ARGV[5], ARGV[3])}
 """
+
+
+@dataclass(frozen=True)
+class Term:
+    """Who writes, under which epoch: what every fenced write is checked against."""
+
+    node_id: str
+    epoch: int
 
 
 @dataclass(frozen=True)

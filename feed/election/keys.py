@@ -58,3 +58,12 @@ class Keys:
     def events(self) -> str:
         """Stream: the leadership history (acquired, released, lost)."""
         return self.name("events")
+
+    @property
+    def upstream(self) -> str:
+        """Hash: the upstream budget (blocks, next calls, failures, symbol lookups)."""
+        return self.name("upstream")
+
+    def upstream_calls(self, window: str) -> str:
+        """Hash: upstream calls per provider in one window (``m:202612011200``, ``d:...``, ``M:...``)."""
+        return self.name(f"upstream:calls:{window}")

@@ -3,7 +3,10 @@
 A term starts when the node becomes leader under a new epoch; ``seq`` counts
 its snapshots from 1. The schedule is anchored on the newest snapshot's
 ``fetched_at`` (read from the cache as the term starts), so a change of
-leader neither repeats a fetch nor skips one. Each snapshot goes through the
+leader neither repeats a fetch nor skips one. The fetch is given the term
+(its budget writes go through the same fence) and the newest snapshot the
+node holds (whose sections it keeps where nothing newer came in). Each
+snapshot goes through the
 node's store (fenced: Redis refuses it unless this node still holds the lock
 under this epoch) and, once stored, to the node's own listener.
 """
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from feed.election.envelope import Envelope
+from feed.election.fence import Term
 from feed.election.leadership import Role
 from feed.errors import FetchFailed
 from feed.logs import log_event
@@ -34,7 +38,7 @@ log = logging.getLogger(__name__)
 class LeaderRole:
     """Runs while the node leads; see the module docstring."""
 
-    def __init__(self, node: FeedNode, fetch: Callable[[], dict],
+    def __init__(self, node: FeedNode, fetch: Callable[[Term, Envelope | None], dict],
                  event_class: type = threading.Event) -> None:
         self.node = node
         self.fetch = fetch
@@ -107,7 +111,7 @@ class LeaderRole:
         t0 = time.monotonic()
         self.next_due = started + self.interval
         try:
-            data = self.fetch()
+            data = self.fetch(Term(node.node_id, epoch), node.latest)
             if not isinstance(data, dict):
                 raise FetchFailed(f"fetch returned {type(data).__name__}, not a dict")
         except Exception as exc:  # noqa: BLE001 - any failure of the fetch is counted
@@ -116,10 +120,20 @@ class LeaderRole:
             log_event(log, "fetch_failed", logging.WARNING, node=node.node_id, role=node.role,
                       epoch=epoch, failures_in_a_row=self.failures,
                       error=f"{type(exc).__name__}: {exc}")
+            kept = exc.data if isinstance(exc, FetchFailed) else None
+            if kept is not None:
+                # Nothing new came in, but nothing vanishes: the kept sections
+                # go out again, their age and staleness marked.
+                self.publish(epoch, started, kept)
             self.maybe_step_down(epoch)
             return
         self.failures = 0
         node.emit("fetch", outcome="ok", seconds=time.monotonic() - t0)
+        self.publish(epoch, started, data)
+
+    def publish(self, epoch: int, started: float, data: dict) -> None:
+        """Write one snapshot through the node's store and give it to the node's listener."""
+        node = self.node
         self.seq += 1
         env = Envelope(epoch=epoch, seq=self.seq, leader=node.node_id, fetched_at=started, data=data)
         try:

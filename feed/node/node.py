@@ -23,7 +23,7 @@ import redis
 from feed.config.settings import Settings
 from feed.election.candidate import Election
 from feed.election.envelope import Envelope, EnvelopeError
-from feed.election.fence import FencedStore, SnapshotStore, UnfencedStore
+from feed.election.fence import FencedStore, SnapshotStore, Term, UnfencedStore
 from feed.election.identity import make_node_id
 from feed.election.leadership import Leadership, Role
 from feed.election.solo import Solo
@@ -36,7 +36,8 @@ __all__ = ["FeedNode", "choose_leadership"]
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[], dict]
+# fetch(term, previous) -> snapshot data; see feed/providers/fetcher.py.
+Fetch = Callable[[Term, Envelope | None], dict]
 Listener = Callable[[Envelope], None]
 EventSink = Callable[..., None]
 
@@ -56,8 +57,9 @@ def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
 class FeedNode:
     """Leadership, fetch-and-publish and follow for one process.
 
-    ``fetch()`` returns the snapshot's ``data`` or raises (any exception is a
-    failed fetch; :class:`~feed.errors.FetchFailed` is the expected one).
+    ``fetch(term, previous)`` returns the snapshot's ``data`` or raises (any
+    exception is a failed fetch; :class:`~feed.errors.FetchFailed` is the
+    expected one).
     ``on_event(name, **fields)`` receives ``fetch``, ``write``, ``elected``,
     ``lost``, ``snapshot`` and ``redis`` events, for metrics.
     """
@@ -163,7 +165,7 @@ class FeedNode:
             "snapshot": None if latest is None else {
                 "epoch": latest.epoch, "seq": latest.seq, "leader": latest.leader,
                 "fetched_at": latest.fetched_at, "age_s": round(latest.age(now), 3),
-                "stale": latest.age(now) > self.settings.stale_after,
+                "stale": latest.age(now) > self.settings.stale_after or latest.sections_stale,
             },
             "terms": lead.terms,
             "lease_remaining_s": round(lead.lease_remaining(), 3) if lead.contested else None,

@@ -1,13 +1,29 @@
 """Binance spot: 24 h rolling ticker statistics for several symbols in one call.
 
-Documented shape (https://developers.binance.com/docs/binance-spot-api-docs/
-rest-api/market-data-endpoints#24hr-ticker-price-change-statistics)::
+Documented shapes (https://developers.binance.com/docs/binance-spot-api-docs/
+rest-api/market-data-endpoints)::
 
-    GET /api/v3/ticker/24hr?symbols=["BTCUSDT","ETHUSDT"]
+    GET /api/v3/ticker/24hr?symbols=["BTCUSDT","ETHUSDT"]        weight 2 for 1-20 symbols
     [{"symbol": "BTCUSDT", "lastPrice": "91234.50000000",
       "priceChangePercent": "-1.200", "quoteVolume": "...", ...}, ...]
 
+    GET /api/v3/exchangeInfo?symbols=["BTCUSDT"]                 weight 20
+    {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", ...}], ...}
+
 Numbers come as strings. Prices are quoted in USDT and reported as USD.
+What Binance does that the service must live with:
+
+* one unknown symbol fails the whole batch: 400 ``{"code": -1121, "msg":
+  "Invalid symbol."}``. So the configured symbols are looked up once
+  (exchangeInfo, one by one if the batch is refused), the result is kept in
+  Redis, and the ticker asks only for pairs Binance lists;
+* weight is counted per IP (``X-MBX-USED-WEIGHT-1M``); past the limit 429
+  with Retry-After, and continuing brings 418 bans of 2 minutes to 3 days;
+* from restricted regions (US cloud regions among them) every call is 451
+  ``{"code": 0, "msg": "Service unavailable from a restricted location
+  ..."}``; ``data-api.binance.vision`` is Binance's host for public market
+  data, and binance.us (whose symbols differ) another way out;
+* its WAF answers 403.
 """
 
 from __future__ import annotations
@@ -19,30 +35,64 @@ from typing import Any
 from feed.providers.transport import Call
 from feed.providers.validate import CHANGE_PCT, PRICE_USD, expect, number
 
-__all__ = ["LIVE_URL", "NAME", "QUOTE", "calls", "pair", "parse_ticker"]
+__all__ = ["LIVE_URL", "NAME", "QUOTE", "explain", "lookup_call", "pair", "parse_listed", "parse_ticker",
+           "ticker_call"]
 
 NAME = "binance"
-LIVE_URL = "https://api.binance.com"
+LIVE_URL = "https://data-api.binance.vision"
 QUOTE = "USDT"
+UNKNOWN_SYMBOL = -1121
 
 
 def pair(symbol: str) -> str:
     return f"{symbol.upper()}{QUOTE}"
 
 
-def calls(base_url: str, symbols: tuple[str, ...]) -> list[Call]:
-    """One request for all symbols (Binance weighs it by symbol count)."""
-    pairs = json.dumps([pair(s) for s in dict.fromkeys(symbols)], separators=(",", ":"))
-    return [Call(NAME, "prices", f"{base_url}/api/v3/ticker/24hr", {"symbols": pairs},
-                 partial(parse_ticker, symbols=symbols))]
+def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
+    """Binance's ``{"code", "msg"}`` error answer."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None, body[:160].decode("utf-8", "replace").strip()
+    if isinstance(obj, dict):
+        code = obj.get("code")
+        return (code if isinstance(code, int) and not isinstance(code, bool) else None,
+                str(obj.get("msg", ""))[:240])
+    return None, ""
 
 
-def parse_ticker(payload: Any, symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``{SYM: {"usd", "change_24h"}}`` for the symbols present in the answer."""
+def ticker_call(base_url: str, pairs: dict[str, str]) -> Call:
+    """One request for every listed symbol (``{SYM: PAIR}``); Binance weighs it by count."""
+    names = json.dumps(sorted(set(pairs.values())), separators=(",", ":"))
+    return Call(NAME, "prices", f"{base_url}/api/v3/ticker/24hr", {"symbols": names},
+                partial(parse_ticker, wanted={p: s for s, p in pairs.items()}), explain)
+
+
+def lookup_call(base_url: str, symbols: tuple[str, ...]) -> Call:
+    """exchangeInfo for ``symbols``: which of their USDT pairs Binance trades."""
+    names = [pair(s) for s in symbols]
+    if len(names) == 1:
+        params = {"symbol": names[0]}
+    else:
+        params = {"symbols": json.dumps(names, separators=(",", ":"))}
+    return Call(NAME, "symbols", f"{base_url}/api/v3/exchangeInfo", params, parse_listed, explain)
+
+
+def parse_listed(payload: Any) -> dict[str, str]:
+    """``{PAIR: status}`` from exchangeInfo (a pair is usable when TRADING)."""
+    rows = expect(expect(payload, dict, "exchangeInfo").get("symbols"), list, "exchangeInfo.symbols")
+    out = {}
+    for i, row in enumerate(rows):
+        expect(row, dict, f"exchangeInfo.symbols[{i}]")
+        out[expect(row.get("symbol"), str, f"exchangeInfo.symbols[{i}].symbol")] = str(row.get("status"))
+    return out
+
+
+def parse_ticker(payload: Any, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``{SYM: {"usd", "change_24h"}}`` for the pairs (``{PAIR: SYM}``) present in the answer."""
     if isinstance(payload, dict):
         payload = [payload]  # the single-symbol form answers with one object
     expect(payload, list, "ticker/24hr")
-    wanted = {pair(s): s for s in symbols}
     out: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(payload):
         expect(item, dict, f"ticker/24hr[{i}]")

@@ -10,64 +10,111 @@ Documented shapes (https://docs.coingecko.com/reference/simple-price and
     {"data": {"total_market_cap": {"usd": ...}, "total_volume": {"usd": ...},
               "market_cap_percentage": {"btc": ...},
               "market_cap_change_percentage_24h_usd": ...}}
+
+What CoinGecko does that the service must live with:
+
+* keyless access is limited per IP and shared with everyone behind it (a
+  cloud's egress): 429, with no Retry-After promised; a Demo key (header
+  ``x-cg-demo-api-key``, on api.coingecko.com) has its own budget, about
+  10,000 calls a month; a Pro key goes in ``x-cg-pro-api-key`` to
+  pro-api.coingecko.com. A key on the wrong host is 401 with error code
+  10010 / 10011, a missing or unknown key 10002. Error answers are
+  ``{"status": {"error_code": N, "error_message": "..."}}`` (or
+  ``{"error": "..."}``); its CDN firewall answers 403 with an HTML page
+  ("error code: 1020");
+* ``/simple/price`` is cached about 60 s for keyless and Demo users: calling
+  more often buys nothing;
+* ids are not tickers (SHIB is ``shiba-inu``): a ticker is priced only when
+  its id is known, from the table below or ``COINGECKO_IDS``, never guessed.
 """
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
 from feed.providers.transport import Call
 from feed.providers.validate import CAP_USD, CHANGE_PCT, PERCENT, PRICE_USD, Range, expect, number
 
-__all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "calls", "coin_id", "parse_global", "parse_prices"]
+__all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "PRO_URL", "auth", "explain", "global_call", "ids_for",
+           "parse_global", "parse_prices", "price_call"]
 
 NAME = "coingecko"
 LIVE_URL = "https://api.coingecko.com"
+PRO_URL = "https://pro-api.coingecko.com"
+KEY_HEADERS = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}
 
-# CoinGecko names coins by id, not ticker. Tickers not listed here are tried
-# as their lower-case form, which is right for many coins and harmless (an
-# unknown id is simply absent from the answer) for the rest.
+# Ticker -> CoinGecko id, for coins whose ids are known; anything else
+# needs COINGECKO_IDS (an id is never guessed from a ticker).
 COINGECKO_IDS = {
-    "BTC": "bitcoin",
-    "ETH": "ethereum",
-    "SOL": "solana",
-    "BNB": "binancecoin",
-    "XRP": "ripple",
-    "ADA": "cardano",
-    "DOGE": "dogecoin",
-    "TRX": "tron",
-    "DOT": "polkadot",
-    "LTC": "litecoin",
-    "AVAX": "avalanche-2",
-    "LINK": "chainlink",
+    "BTC": "bitcoin", "ETH": "ethereum", "SOL": "solana", "BNB": "binancecoin", "XRP": "ripple",
+    "ADA": "cardano", "DOGE": "dogecoin", "TRX": "tron", "DOT": "polkadot", "LTC": "litecoin",
+    "AVAX": "avalanche-2", "LINK": "chainlink", "SHIB": "shiba-inu", "MATIC": "matic-network",
+    "UNI": "uniswap", "ATOM": "cosmos", "XLM": "stellar", "BCH": "bitcoin-cash",
+    "ETC": "ethereum-classic", "FIL": "filecoin", "NEAR": "near", "APT": "aptos", "ARB": "arbitrum",
+    "OP": "optimism", "SUI": "sui", "TON": "the-open-network", "PEPE": "pepe",
+    "USDT": "tether", "USDC": "usd-coin", "HBAR": "hedera-hashgraph", "ICP": "internet-computer",
 }
 
 # A whole-market 24 h move of several hundred % is not a market, it is a bug.
 MARKET_CHANGE_PCT = Range(-100.0, 1000.0, what="a 24 h market-cap change in %")
 
 
-def coin_id(symbol: str) -> str:
-    return COINGECKO_IDS.get(symbol.upper(), symbol.lower())
+def ids_for(symbols: tuple[str, ...], extra: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+    """``({SYM: id}, [unknown SYM])``: the shipped table, overridden by ``SYM=id`` pairs."""
+    table = {**COINGECKO_IDS, **dict(p.split("=", 1) for p in extra)}
+    known = {s: table[s] for s in symbols if s in table}
+    return known, [s for s in symbols if s not in known]
 
 
-def calls(base_url: str, symbols: tuple[str, ...]) -> list[Call]:
-    """The two requests this provider makes per fetch."""
-    ids = ",".join(dict.fromkeys(coin_id(s) for s in symbols))
-    return [
-        Call(NAME, "prices", f"{base_url}/api/v3/simple/price",
-             {"ids": ids, "vs_currencies": "usd", "include_24hr_change": "true"},
-             partial(parse_prices, symbols=symbols)),
-        Call(NAME, "market", f"{base_url}/api/v3/global", {}, parse_global),
-    ]
+def auth(plan: str, key: str | None) -> tuple[str, dict[str, str]]:
+    """``(live base URL, headers)`` for a plan and key: the host and header each plan needs."""
+    if not key:
+        return LIVE_URL, {}
+    return (PRO_URL if plan == "pro" else LIVE_URL), {KEY_HEADERS[plan]: key}
 
 
-def parse_prices(payload: Any, symbols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
+    """CoinGecko's error answer: ``status.error_code``, ``error``, or its CDN's HTML page."""
+    if "html" in content_type.lower() or body.lstrip()[:1] == b"<":
+        text = body.decode("utf-8", "replace")
+        return (1020, "blocked by CoinGecko's CDN firewall (error code 1020)") if "1020" in text \
+            else (None, "an HTML page (a CDN or proxy in the way)")
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None, body[:160].decode("utf-8", "replace").strip()
+    if not isinstance(obj, dict):
+        return None, ""
+    error = obj.get("error")
+    if isinstance(error, dict):  # {"error": {"status": {...}}}, seen on some 401s
+        obj = error
+    status_obj = obj.get("status")
+    if isinstance(status_obj, dict):
+        code = status_obj.get("error_code")
+        return (code if isinstance(code, int) and not isinstance(code, bool) else None,
+                str(status_obj.get("error_message", ""))[:240])
+    return None, str(error)[:240] if error else ""
+
+
+def price_call(base_url: str, ids: dict[str, str], headers: dict[str, str]) -> Call:
+    """``/simple/price`` for the symbols whose ids are known (``{SYM: id}``)."""
+    return Call(NAME, "prices", f"{base_url}/api/v3/simple/price",
+                {"ids": ",".join(dict.fromkeys(ids.values())), "vs_currencies": "usd",
+                 "include_24hr_change": "true"},
+                partial(parse_prices, ids=ids), explain, headers)
+
+
+def global_call(base_url: str, headers: dict[str, str]) -> Call:
+    return Call(NAME, "market", f"{base_url}/api/v3/global", {}, parse_global, explain, headers)
+
+
+def parse_prices(payload: Any, ids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """``{SYM: {"usd", "change_24h"}}`` for the symbols present in the answer."""
     expect(payload, dict, "simple/price")
     out: dict[str, dict[str, Any]] = {}
-    for symbol in symbols:
-        cid = coin_id(symbol)
+    for symbol, cid in ids.items():
         entry = payload.get(cid)
         if entry is None:
             continue  # CoinGecko leaves out ids it does not know

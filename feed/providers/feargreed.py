@@ -11,23 +11,38 @@ Documented shape (https://alternative.me/crypto/fear-and-greed-index/#api)::
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from feed.providers.transport import Call
 from feed.providers.validate import InvalidResponse, expect
 
-__all__ = ["LIVE_URL", "NAME", "calls", "parse_fng"]
+__all__ = ["LIVE_URL", "NAME", "explain", "fng_call", "parse_fng"]
 
 NAME = "feargreed"
 LIVE_URL = "https://api.alternative.me"
 
 
-def calls(base_url: str, symbols: tuple[str, ...]) -> list[Call]:
-    return [Call(NAME, "sentiment", f"{base_url}/fng/", {"limit": "1"}, parse_fng)]
+def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
+    """Its answers name errors in ``metadata.error``."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None, body[:160].decode("utf-8", "replace").strip()
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return None, str(meta.get("error") or "")[:240] if isinstance(meta, dict) else ""
+
+
+def fng_call(base_url: str) -> Call:
+    return Call(NAME, "sentiment", f"{base_url}/fng/", {"limit": "1"}, parse_fng, explain)
 
 
 def parse_fng(payload: Any) -> dict[str, Any]:
-    """The latest index as ``{"value": 0..100, "label": str}``."""
+    """The latest index as ``{"value": 0..100, "label": str, "next_update_s": int | None}``.
+
+    ``next_update_s`` is the API's ``time_until_update``: the index changes
+    once a day, and there is no point asking before then.
+    """
     expect(payload, dict, "fng")
     meta = payload.get("metadata")
     if isinstance(meta, dict) and meta.get("error"):
@@ -50,4 +65,7 @@ def parse_fng(payload: Any) -> dict[str, Any]:
     label = label.strip()
     if not label or len(label) > 40:
         raise InvalidResponse("fng.data[0].value_classification is empty or too long")
-    return {"value": value, "label": label}
+    until = latest.get("time_until_update")
+    next_update = int(until) if isinstance(until, str) and until.strip().isdigit() else \
+        until if isinstance(until, int) and not isinstance(until, bool) and until >= 0 else None
+    return {"value": value, "label": label, "next_update_s": next_update}

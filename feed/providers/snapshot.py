@@ -1,28 +1,43 @@
-"""Merging the providers' answers into the one normalised ``data`` dict.
+"""Merging the newest good value of every section into the one normalised ``data`` dict.
 
 Shape (clients and the dashboard depend on it; see docs/PROVIDERS.md)::
 
-    {"prices": {"BTC": {"usd": 91234.5, "change_24h": -1.2, "source": "binance"}},
+    {"prices": {"BTC": {"usd": 91234.5, "change_24h": -1.2, "source": "binance",
+                        "fetched_at": "2026-11-26T13:00:00.123Z"}},
      "market": {"total_market_cap_usd": ..., "total_volume_usd": ..., "btc_dominance": ...,
-                "market_cap_change_24h": ..., "source": "coingecko"} | null,
-     "sentiment": {"value": 54, "label": "Neutral", "source": "feargreed"} | null,
-     "sources": {"coingecko": {"ok": true}, "binance": {"ok": false, "error": "timeout", ...}},
+                "market_cap_change_24h": ..., "source": "coingecko", "fetched_at": "..."} | null,
+     "sentiment": {"value": 54, "label": "Neutral", "source": "feargreed", "fetched_at": "..."} | null,
+     "sources": {"binance": {"ok": false, "error": "restricted", "detail": "HTTP 451 0: ...",
+                             "blocked_for_s": 3540.0, "failed": ["prices"],
+                             "sections": {"prices": {"fetched_at": "...", "age_s": 65.0,
+                                                     "stale": true}},
+                             "unknown": []}, ...},
      "missing": ["prices.SOL", "sentiment"]}
+
+A section is one provider endpoint's answer (``binance.prices``,
+``coingecko.prices``, ``coingecko.market``, ``feargreed.sentiment``). Nothing
+vanishes when a call fails: its last good value stays, with its own
+``fetched_at``, flagged ``stale`` once it is older than its cadence allows,
+and dropped (listed in ``missing``) only past its maximum age. Each price
+comes from one provider: the first in :data:`PRICE_PREFERENCE` whose quote
+is not stale, else the freshest quote any provider gave.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from feed.election.envelope import iso_utc
 from feed.providers.transport import Call, CallFailed
 
-__all__ = ["PRICE_PREFERENCE", "CallResult", "assemble", "has_data"]
+__all__ = ["PRICE_PREFERENCE", "CallResult", "Freshness", "Kept", "ProviderStatus", "assemble", "has_data"]
 
 # One price per symbol from one place: Binance's last trade is the fresher
 # number, CoinGecko's aggregate fills in what Binance lacks.
 PRICE_PREFERENCE = ("binance", "coingecko")
+PARTS = ("prices", "market", "sentiment")
 
 
 @dataclass(frozen=True)
@@ -32,57 +47,101 @@ class CallResult:
     error: CallFailed | None = None
 
 
-def assemble(symbols: Iterable[str], providers: Iterable[str], results: Iterable[CallResult]) -> dict:
-    """The snapshot ``data`` for ``symbols`` from the calls' results."""
+@dataclass(frozen=True)
+class Kept:
+    """A section's last good value and when its call began (unix seconds)."""
+
+    value: Any
+    fetched_at: float
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How old a section may be: ``stale_after`` flags it, past ``max_age`` it is dropped."""
+
+    stale_after: float
+    max_age: float
+
+
+@dataclass
+class ProviderStatus:
+    """How a provider is doing, for its entry under ``sources``."""
+
+    ok: bool = True
+    error: str | None = None  # the outcome of the last failure
+    detail: str | None = None  # the provider's own words
+    retry_after_s: float | None = None
+    blocked_for_s: float | None = None
+    failed: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  # configured symbols this provider does not list
+
+
+def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str, Kept],
+             freshness: Mapping[str, Freshness], status: Mapping[str, ProviderStatus], now: float) -> dict:
+    """The snapshot ``data`` at ``now`` from every section's kept value.
+
+    ``kept`` and ``freshness`` are keyed by endpoint (``provider.part``);
+    a ``prices`` section's value is ``{SYM: {"usd", "change_24h"}}``.
+    """
     symbols = tuple(symbols)
-    sources: dict[str, dict[str, Any]] = {p: {"ok": True} for p in providers}
-    prices_from: dict[str, dict[str, dict]] = {}
-    market = sentiment = None
-    for r in results:
-        provider = r.call.provider
-        if r.error is not None:
-            _note_failure(sources.setdefault(provider, {"ok": True}), r.call, r.error)
+    sources: dict[str, dict[str, Any]] = {}
+    live: dict[str, Kept] = {}  # sections young enough to use, by endpoint
+    stale: dict[str, bool] = {}
+    for provider in providers:
+        st = status.get(provider, ProviderStatus())
+        entry: dict[str, Any] = {"ok": st.ok, "sections": {}}
+        for name, value in (("error", st.error), ("detail", st.detail), ("retry_after_s", st.retry_after_s),
+                            ("blocked_for_s", st.blocked_for_s)):
+            if value is not None:
+                entry[name] = round(value, 3) if isinstance(value, float) else value
+        if st.failed:
+            entry["failed"] = list(st.failed)
+        if st.unknown:
+            entry["unknown"] = list(st.unknown)
+        sources[provider] = entry
+    for endpoint, section in kept.items():
+        provider, _, part = endpoint.partition(".")
+        if provider not in sources:
             continue
-        if r.call.part == "prices":
-            prices_from[provider] = r.value
-        elif r.call.part == "market":
-            market = {**r.value, "source": provider}
-        elif r.call.part == "sentiment":
-            sentiment = {**r.value, "source": provider}
-    order = [p for p in PRICE_PREFERENCE if p in prices_from]
-    order += [p for p in prices_from if p not in order]
+        fresh = freshness.get(endpoint)
+        age = max(0.0, now - section.fetched_at)
+        if fresh is not None and age > fresh.max_age:
+            continue  # too old to show at all
+        live[endpoint] = section
+        stale[endpoint] = fresh is not None and age > fresh.stale_after
+        sources[provider]["sections"][part] = {"fetched_at": iso_utc(section.fetched_at),
+                                               "age_s": round(age, 1), "stale": stale[endpoint]}
+
+    def stamped(endpoint: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {**value, "source": endpoint.partition(".")[0],
+                "fetched_at": iso_utc(live[endpoint].fetched_at)}
+
     prices: dict[str, dict[str, Any]] = {}
+    order = [p for p in PRICE_PREFERENCE if f"{p}.prices" in live]
+    order += [e.partition(".")[0] for e in live if e.endswith(".prices") and e.partition(".")[0] not in order]
     for symbol in symbols:
-        for provider in order:
-            quote = prices_from[provider].get(symbol)
-            if quote is not None:
-                prices[symbol] = {**quote, "source": provider}
-                break
+        quotes = [(p, live[f"{p}.prices"]) for p in order if symbol in live[f"{p}.prices"].value]
+        if not quotes:
+            continue
+        fresh = [(p, k) for p, k in quotes if not stale[f"{p}.prices"]]
+        provider, _ = fresh[0] if fresh else max(quotes, key=lambda q: q[1].fetched_at)
+        prices[symbol] = stamped(f"{provider}.prices", live[f"{provider}.prices"].value[symbol])
+    out: dict[str, Any] = {"prices": prices}
+    for part in ("market", "sentiment"):
+        candidates = sorted((e for e in live if e.endswith(f".{part}")),
+                            key=lambda e: (stale[e], -live[e].fetched_at))
+        out[part] = stamped(candidates[0], live[candidates[0]].value) if candidates else None
     missing: list[str] = []
     if not prices:
         missing.append("prices")
     else:
         missing += [f"prices.{s}" for s in symbols if s not in prices]
-    if market is None:
-        missing.append("market")
-    if sentiment is None:
-        missing.append("sentiment")
-    return {"prices": prices, "market": market, "sentiment": sentiment,
-            "sources": sources, "missing": missing}
+    missing += [part for part in ("market", "sentiment") if out[part] is None]
+    out["sources"] = sources
+    out["missing"] = missing
+    return out
 
 
 def has_data(data: dict) -> bool:
     """True if the snapshot carries anything a client could show."""
     return bool(data.get("prices") or data.get("market") or data.get("sentiment"))
-
-
-def _note_failure(source: dict[str, Any], call: Call, error: CallFailed) -> None:
-    # A skipped call is reported as what it is for the client: rate limited.
-    reason = "rate_limited" if error.outcome == "skipped" else error.outcome
-    if source.get("ok", True):
-        source.update(ok=False, error=reason, detail=f"{call.part}: {error.detail}")
-    else:
-        source["detail"] += f"; {call.part}: {error.detail}"
-    if error.retry_after is not None:
-        source["retry_after_s"] = round(error.retry_after, 3)
-    source.setdefault("failed", []).append(call.part)

@@ -1,11 +1,14 @@
-"""HTTP to the market APIs: one pooled session, bounded calls, every call counted.
+"""HTTP to the market APIs: one pooled session, bounded calls, every attempt counted.
 
 Each call has connect and read timeouts, a size cap on the body (read in
 pieces, so a missing or lying Content-Length cannot get past it), a bounded
 number of retries with jittered backoff for the failures that retrying can
 fix (connection errors, timeouts, 5xx), and a per-fetch deadline that clamps
-all of these. A 429 puts the provider behind a gate until its Retry-After
-has passed, across fetches: calls in the meantime are skipped, not sent.
+all of these. Answers that say "stop calling" (429, 418, 451, 403, 401) are
+never retried here: they are reported as what they are, with the provider's
+own error code and message and any Retry-After, and the budget
+(:mod:`feed.providers.budget`) decides how long the provider rests, for the
+whole cluster.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from feed.providers.names import NODE_HEADER
 from feed.providers.validate import InvalidResponse, loads_strict
 
 __all__ = [
-    "NODE_HEADER",
     "OUTCOMES",
     "USER_AGENT",
     "Call",
     "CallFailed",
     "HttpClient",
     "OnCall",
+    "Reply",
     "make_session",
     "parse_retry_after",
 ]
@@ -46,20 +49,23 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"marketfeed/{__version__}"
 OUTCOMES = (
     "ok", "http_error", "timeout", "connection_error", "invalid", "too_large",
-    "rate_limited", "skipped",
+    "rate_limited", "banned", "restricted", "forbidden", "unauthorized", "skipped",
 )
 RETRYABLE = frozenset({"timeout", "connection_error"})
-
-# When a 429 names no Retry-After we still must back off; when it names an
-# absurd one we still want the provider back the same day.
-DEFAULT_RETRY_AFTER = 30.0
-MAX_RETRY_AFTER = 3600.0
+# Statuses that mean "stop calling", not "try again": each its own outcome.
+REFUSALS = {429: "rate_limited", 418: "banned", 451: "restricted", 403: "forbidden", 401: "unauthorized"}
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 1.0
 MIN_ATTEMPT = 0.05  # no attempt is started with less time than this left
 CHUNK = 64 * 1024
+ERROR_BODY_BYTES = 4096  # of an error answer, enough for the provider's message
 
 OnCall = Callable[[str, str, float], None]
+Explain = Callable[[int, bytes, str], "tuple[int | None, str]"]
+
+
+def _no_explanation(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
+    return None, ""
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,10 @@ class Call:
     """One upstream request and how to turn its JSON into normalised data.
 
     ``part`` is what it supplies to the snapshot: ``prices``, ``market`` or
-    ``sentiment``. ``parse`` raises :class:`InvalidResponse` on bad data.
+    ``sentiment`` (or ``symbols`` for a lookup). ``parse`` raises
+    :class:`InvalidResponse` on bad data; ``explain(status, body,
+    content_type)`` reads the provider's error answer into ``(code,
+    message)``. ``headers`` are this call's own (an API key).
     """
 
     provider: str
@@ -75,34 +84,59 @@ class Call:
     url: str
     params: dict[str, str] = field(default_factory=dict)
     parse: Callable[[Any], Any] = lambda payload: payload
+    explain: Explain = _no_explanation
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """``provider.part``: the unit of cadence and of the snapshot's sections."""
+        return f"{self.provider}.{self.part}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A good answer: the parsed value, and what the headers said about the budget."""
+
+    value: Any
+    used_weight: int | None = None  # Binance: X-MBX-USED-WEIGHT-1M
 
 
 class CallFailed(Exception):
-    """A call gave no usable data; ``outcome`` is one of :data:`OUTCOMES`."""
+    """A call gave no usable data; ``outcome`` is one of :data:`OUTCOMES`.
+
+    ``code`` and ``message`` are the provider's own (CoinGecko's error_code,
+    Binance's code/msg), for a log line and ``sources.<provider>.detail``.
+    """
 
     def __init__(self, outcome: str, detail: str, *, status: int | None = None,
-                 retryable: bool | None = None, retry_after: float | None = None) -> None:
+                 retryable: bool | None = None, retry_after: float | None = None,
+                 code: int | None = None, used_weight: int | None = None) -> None:
         super().__init__(f"{outcome}: {detail}")
         self.outcome = outcome
         self.detail = detail
         self.status = status
+        self.code = code
         self.retryable = outcome in RETRYABLE if retryable is None else retryable
         self.retry_after = retry_after
+        self.used_weight = used_weight
 
 
-def make_session(node_id: str, pool_size: int = 8) -> requests.Session:
-    """A session that reuses connections and names the service and the node."""
+def make_session(node_id: str | None, pool_size: int = 8) -> requests.Session:
+    """A session that reuses connections and names the service.
+
+    ``node_id`` is sent as ``X-Marketfeed-Node`` (the simulated exchange
+    counts calls by it); pass None for a third party, who has no business
+    knowing our hosts and pids.
+    """
     session = requests.Session()
     # Retries are ours (each attempt must be counted and bounded by the
     # fetch deadline), so urllib3's own are off.
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    session.headers.update({
-        "User-Agent": USER_AGENT,
-        "Accept": "application/json",
-        NODE_HEADER: node_id,
-    })
+    session.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+    if node_id:
+        session.headers[NODE_HEADER] = node_id
     return session
 
 
@@ -122,11 +156,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _weight(headers: Any) -> int | None:
+    raw = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("X-MBX-USED-WEIGHT")
+    return int(raw) if raw and raw.strip().isdigit() else None
+
+
 class HttpClient:
     """Runs :class:`Call` objects over one session; see the module docstring.
 
     ``on_call(provider, outcome, seconds)`` is told about every attempt (and
-    every skipped call); ``stats`` counts the same by ``(provider, outcome)``.
+    every skipped call, through :meth:`record`); ``stats`` counts the same
+    by ``(provider, outcome)``.
     """
 
     def __init__(
@@ -139,6 +179,7 @@ class HttpClient:
         max_bytes: int = 1_000_000,
         on_call: OnCall | None = None,
         session: requests.Session | None = None,
+        send_node_header: bool = True,
         clock: Callable[[], float] = time.monotonic,
         event_class: type = threading.Event,
     ) -> None:
@@ -154,49 +195,26 @@ class HttpClient:
         self.retries = retries
         self.max_bytes = max_bytes
         self.on_call = on_call
-        self.session = session or make_session(node_id)
+        self.session = session or make_session(node_id if send_node_header else None)
         self.clock = clock
         self.stats: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._blocked_until: dict[str, float] = {}
         self._closed = event_class()
 
-    # --- rate-limit gate ------------------------------------------------
-    def blocked_for(self, provider: str) -> float:
-        """Seconds until ``provider`` may be called again (0: now)."""
-        with self._lock:
-            until = self._blocked_until.get(provider, 0.0)
-        return max(0.0, until - self.clock())
-
-    def _block(self, provider: str, seconds: float) -> None:
-        with self._lock:
-            until = self.clock() + seconds
-            # Concurrent calls may both be refused; keep the later deadline.
-            self._blocked_until[provider] = max(until, self._blocked_until.get(provider, 0.0))
-
     # --- calls ----------------------------------------------------------
-    def run(self, call: Call, deadline: float) -> Any:
-        """The parsed data of ``call``, or :class:`CallFailed` with the last outcome."""
+    def run(self, call: Call, deadline: float) -> Reply:
+        """The parsed answer to ``call``, or :class:`CallFailed` with the last outcome."""
         attempt = 0
         while True:
-            wait = self.blocked_for(call.provider)
-            if wait > 0:
-                self._record(call.provider, "skipped", 0.0)
-                log_event(log, "upstream_skipped", logging.DEBUG, node=self.node_id,
-                          provider=call.provider, part=call.part, retry_after_s=round(wait, 3))
-                raise CallFailed("skipped", "rate limited, waiting for Retry-After",
-                                 retryable=False, retry_after=wait)
             started = self.clock()
             try:
-                value = self._attempt(call, deadline)
+                reply = self._attempt(call, deadline)
             except CallFailed as exc:
                 seconds = self.clock() - started
-                self._record(call.provider, exc.outcome, seconds)
-                if exc.outcome == "rate_limited":
-                    self._block(call.provider, exc.retry_after or DEFAULT_RETRY_AFTER)
+                self.record(call.provider, exc.outcome, seconds)
                 log_event(log, "upstream_call_failed", logging.WARNING, node=self.node_id,
                           provider=call.provider, part=call.part, outcome=exc.outcome,
-                          status=exc.status, detail=exc.detail, attempt=attempt + 1,
+                          status=exc.status, code=exc.code, detail=exc.detail, attempt=attempt + 1,
                           seconds=round(seconds, 3), retry_after_s=exc.retry_after)
                 if not exc.retryable or attempt >= self.retries:
                     raise
@@ -207,45 +225,62 @@ class HttpClient:
                     raise
                 attempt += 1
                 continue
-            self._record(call.provider, "ok", self.clock() - started)
-            return value
+            self.record(call.provider, "ok", self.clock() - started)
+            return reply
 
-    def _attempt(self, call: Call, deadline: float) -> Any:
+    def _attempt(self, call: Call, deadline: float) -> Reply:
         left = max(MIN_ATTEMPT, deadline - self.clock())
         timeout = (min(self.connect_timeout, left), min(self.read_timeout, left))
         try:
-            response = self.session.get(call.url, params=call.params, timeout=timeout,
-                                        stream=True, allow_redirects=False)
+            response = self.session.get(call.url, params=call.params, headers=call.headers or None,
+                                        timeout=timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
             raise CallFailed("timeout", _short(exc)) from None
         except requests.RequestException as exc:
             raise CallFailed("connection_error", _short(exc)) from None
         try:
             status = response.status_code
-            if status == 429 or (status == 418 and "Retry-After" in response.headers):
-                # 418 is Binance's "banned until Retry-After" after ignored 429s.
-                wait = parse_retry_after(response.headers.get("Retry-After"))
-                wait = DEFAULT_RETRY_AFTER if wait is None else min(wait, MAX_RETRY_AFTER)
-                raise CallFailed("rate_limited", f"HTTP {status}", status=status, retry_after=wait)
+            weight = _weight(response.headers)
             if not 200 <= status < 300:
-                raise CallFailed("http_error", f"HTTP {status}", status=status, retryable=status >= 500)
-            body = self._read_body(response, deadline)
+                raise self._refusal(call, response, weight)
+            body = self._read_body(response, deadline, self.max_bytes)
             # Fully read: hand the connection back to the pool for reuse.
             response.raw.release_conn()
         finally:
             response.close()
         try:
-            return call.parse(loads_strict(body))
+            return Reply(call.parse(loads_strict(body)), weight)
         except InvalidResponse as exc:
-            raise CallFailed("invalid", str(exc)) from None
+            raise CallFailed("invalid", str(exc), used_weight=weight) from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             # A parser that trips over a shape it did not foresee: still bad data.
-            raise CallFailed("invalid", f"{type(exc).__name__}: {exc}") from None
+            raise CallFailed("invalid", f"{type(exc).__name__}: {exc}", used_weight=weight) from None
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _refusal(self, call: Call, response: requests.Response, weight: int | None) -> CallFailed:
+        """The CallFailed for a non-2xx answer, with the provider's own explanation."""
+        status = response.status_code
+        try:
+            body = self._read_body(response, self.clock() + self.read_timeout, ERROR_BODY_BYTES,
+                                   truncate=True)
+        except CallFailed:
+            body = b""
+        try:
+            code, message = call.explain(status, body, response.headers.get("Content-Type", ""))
+        except Exception:  # noqa: BLE001 - an odd error body must not hide the status
+            code, message = None, ""
+        detail = f"HTTP {status}" + (f" {code}" if code is not None else "") \
+            + (f": {message}" if message else "")
+        outcome = REFUSALS.get(status, "http_error")
+        return CallFailed(outcome, detail[:300], status=status, code=code, used_weight=weight,
+                          retryable=outcome == "http_error" and status >= 500,
+                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+
+    def _read_body(self, response: requests.Response, deadline: float, cap: int,
+                   truncate: bool = False) -> bytes:
+        """The body, at most ``cap`` bytes: past it, cut (``truncate``) or refused (too_large)."""
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise CallFailed("too_large", f"Content-Length {declared} > cap {self.max_bytes}")
+        if not truncate and declared.isdigit() and int(declared) > cap:
+            raise CallFailed("too_large", f"Content-Length {declared} > cap {cap}")
         body = bytearray()
         raw = response.raw
         try:
@@ -258,8 +293,10 @@ class HttpClient:
                 if not chunk:
                     break
                 body += chunk
-                if len(body) > self.max_bytes:
-                    raise CallFailed("too_large", f"body exceeds cap {self.max_bytes} bytes")
+                if len(body) > cap:
+                    if truncate:
+                        return bytes(body[:cap])  # an error answer: its start is enough
+                    raise CallFailed("too_large", f"body exceeds cap {cap} bytes")
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
             raise CallFailed("timeout", _short(exc)) from None
         except urllib3.exceptions.DecodeError as exc:
@@ -268,7 +305,8 @@ class HttpClient:
             raise CallFailed("connection_error", _short(exc)) from None
         return bytes(body)
 
-    def _record(self, provider: str, outcome: str, seconds: float) -> None:
+    def record(self, provider: str, outcome: str, seconds: float) -> None:
+        """Count one attempt (or one skipped call) and tell ``on_call``."""
         with self._lock:
             self.stats[(provider, outcome)] += 1
         if self.on_call is not None:

@@ -5,7 +5,8 @@ the master must not import redis). It connects as the service will and
 exercises every kind of command the service needs, on probe keys under the
 key prefix that expire within a second: a Lua script through EVALSHA (with
 SCRIPT LOAD) and through EVAL, the commands the scripts call (GET, SET with
-PX, PEXPIRE, PTTL, DEL, TIME, XADD, PUBLISH), XREVRANGE, and SUBSCRIBE.
+PX, PEXPIRE, PTTL, DEL, TIME, XADD, PUBLISH, HSET, HINCRBY, HDEL), XREVRANGE,
+HGETALL, and SUBSCRIBE.
 
 Exit status: 0 usable; 1 unreachable now (not fatal: workers start, serve
 ``/health`` and connect when Redis appears); 3 refused for good (wrong
@@ -32,11 +33,15 @@ __all__ = ["PROBE", "main", "probe"]
 UNREACHABLE = 1
 REFUSED = 3
 
-# KEYS: probe key, probe stream
+# KEYS: probe key, probe stream, probe hash
 # ARGV: probe channel
 # Returns 1 after calling, on keys that vanish within a second, every command
 # the service's own scripts call; an ACL that forbids one fails it here.
 PROBE = """
+redis.call('HSET', KEYS[3], 'f', '1')
+redis.call('HINCRBY', KEYS[3], 'n', 1)
+redis.call('HDEL', KEYS[3], 'f')
+redis.call('PEXPIRE', KEYS[3], 1000)
 redis.call('SET', KEYS[1], '1', 'PX', 1000)
 redis.call('GET', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], 1000)
@@ -53,11 +58,12 @@ return 1
 def probe(client: redis.Redis, keys: Keys) -> None:
     """Run the checks; raises the first RedisError."""
     client.ping()
-    probe_keys = [keys.name("preflight"), keys.name("preflight-stream")]
+    probe_keys = [keys.name("preflight"), keys.name("preflight-stream"), keys.name("preflight-hash")]
     channel = keys.name("preflight")
     client.register_script(PROBE)(keys=probe_keys, args=[channel])  # EVALSHA, SCRIPT LOAD
-    client.eval(PROBE, 2, *probe_keys, channel)  # the reaper's way
+    client.eval(PROBE, 3, *probe_keys, channel)  # the reaper's way
     client.xrevrange(keys.events, count=1)
+    client.hgetall(keys.upstream)
     sub = client.pubsub()
     try:
         sub.subscribe(keys.updates)

@@ -55,6 +55,15 @@ class Metrics:
         self.upstream_seconds = Histogram("marketfeed_upstream_call_seconds",
                                           "Duration of one upstream HTTP call", ["provider"],
                                           buckets=_SLOW, registry=r)
+        self.upstream_blocked = Gauge("marketfeed_upstream_blocked_seconds",
+                                      "Seconds until a blocked provider may be called again "
+                                      "(0: not blocked)",
+                                      ["provider"], registry=r, multiprocess_mode="livemax")
+        self.upstream_window = Gauge("marketfeed_upstream_calls_in_window",
+                                     "Calls to a provider in the current minute, day and month "
+                                     "(the cluster's count, as the leader sees it)", ["provider", "window"],
+                                     registry=r,
+                                     multiprocess_mode="livemax")
         self.fetches = Counter("marketfeed_fetches_total", "Leader fetches by outcome",
                                ["outcome"], registry=r)
         self.fetch_seconds = Histogram("marketfeed_fetch_seconds",
@@ -111,6 +120,11 @@ class Metrics:
             self.epoch.set(f["epoch"])
         elif name == "redis":
             self.redis_up.labels(self.node).set(1 if f["ok"] else 0)
+
+    def on_upstream_state(self, provider: str, blocked_for: float, calls: dict[str, int]) -> None:
+        self.upstream_blocked.labels(provider).set(blocked_for)
+        for window, n in calls.items():
+            self.upstream_window.labels(provider, window).set(n)
 
     def on_upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, outcome).inc()

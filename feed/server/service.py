@@ -49,9 +49,14 @@ class FeedService:
         self.client = connect(settings.redis_url, settings.redis_timeout)
         self._fetcher: Any = None
         if fetch is None:
+            from feed.providers.budget import RedisBudgetStore
             from feed.providers.fetcher import build_fetcher
 
-            self._fetcher = build_fetcher(settings, self.node_id, self.metrics.on_upstream_call)
+            # An elected leader shares the upstream budget through Redis; without
+            # an election every node keeps its own (the original design).
+            store = RedisBudgetStore(self.client, settings.keys) if settings.election else None
+            self._fetcher = build_fetcher(settings, self.node_id, self.metrics.on_upstream_call, store,
+                                          self.metrics.on_upstream_state)
             fetch = self._fetcher
         # With internals hidden, clients see opaque node labels and a short status.
         self.label = partial(opaque_label, key=settings.operator_token or settings.key_prefix) \
@@ -144,7 +149,8 @@ class FeedService:
         body: dict[str, Any] = {"this_worker": self.node_status(),
                                 "redis_url": redact_url(self.settings.redis_url)}
         try:
-            body["cluster"] = cluster_view(self.client, self.settings.keys, events)
+            body["cluster"] = cluster_view(self.client, self.settings.keys, events, self.settings.providers,
+                                           {"coingecko": self.settings.coingecko_monthly_calls})
             return body, True
         except redis.RedisError as exc:
             body["cluster"] = None

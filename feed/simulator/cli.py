@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -108,9 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--port must be 0-65535, got {args.port}", file=sys.stderr)
         return 2
     configure_logging(args.log_level.upper())
+    demo, pro = list(args.demo_key or ()), list(args.pro_key or ())
+    # The exchange an unconfigured Gunicorn master starts accepts the
+    # service's own CoinGecko key (taken from the environment it inherits,
+    # not from the command line, where any local user could read it).
+    own = os.environ.get("COINGECKO_API_KEY")
+    if own:
+        (pro if (os.environ.get("COINGECKO_API_PLAN") or "demo").lower() == "pro" else demo).append(own)
     try:
         sim = SimulatedExchange(args.host, args.port, args.seed, limits=limits,
-                                demo_keys=args.demo_key, pro_keys=args.pro_key).start()
+                                demo_keys=demo, pro_keys=pro).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

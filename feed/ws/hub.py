@@ -76,6 +76,10 @@ class Hub:
         self.latest: Envelope | None = None
         self.latest_frame: bytes | None = None
         self.latest_stale = False
+        # Whether clients were told the latest snapshot is old (a "stale"
+        # notice): apart from latest_stale, which a snapshot made only of
+        # failing providers' sections sets from the start.
+        self.latest_aged = False
         self.accepting = True
         self._next_id = 0
         self._housekeeper: Any = None
@@ -96,9 +100,10 @@ class Hub:
     def publish(self, env: Envelope) -> None:
         """The node's listener: send ``env`` to every client (latest-only)."""
         started = time.perf_counter()
-        stale = env.age(time.time()) > self.stale_after
+        stale = self._is_stale(env)
         frame = self._client_frame(env, stale)
         self.latest, self.latest_frame, self.latest_stale = env, frame, stale
+        self.latest_aged = env.age(time.time()) > self.stale_after
         done = broadcast(self.clients, frame, self.send_threads)
         if self.metrics is not None:
             m = self.metrics
@@ -107,6 +112,10 @@ class Hub:
                 m.superseded.inc(done.superseded)
             m.fetched_at.set(env.fetched_at)
             m.broadcast_seconds.observe(time.perf_counter() - started)
+
+    def _is_stale(self, env: Envelope) -> bool:
+        """Old (no new snapshot for a while), or made only of sections whose providers fail."""
+        return env.age(time.time()) > self.stale_after or env.sections_stale
 
     def _client_frame(self, env: Envelope, stale: bool) -> bytes:
         return text_frame(env.client_json(self.public_served_by, stale, leader=self.label(env.leader)))
@@ -156,7 +165,7 @@ class Hub:
     def _frame_for_new_client(self) -> bytes:
         env = self.latest
         assert env is not None and self.latest_frame is not None
-        stale = env.age(time.time()) > self.stale_after
+        stale = self._is_stale(env)
         if stale != self.latest_stale:
             return self._client_frame(env, stale)
         return self.latest_frame
@@ -254,10 +263,10 @@ class Hub:
                 if not conn.closing and not conn.ping(PING):
                     conn.abort(CloseCode.POLICY, "no pong to the last ping")
         env = self.latest
-        if env is not None and not self.latest_stale:
+        if env is not None and not self.latest_aged:
             age = env.age(time.time())
             if age > self.stale_after:
-                self.latest_stale = True
+                self.latest_stale = self.latest_aged = True
                 self.latest_frame = self._client_frame(env, True)
                 notice = self._stale_notice(env, age)
                 for conn in list(self.clients):

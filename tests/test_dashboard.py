@@ -68,6 +68,8 @@ return {
   history: [...el("leader-history").children].map((li) => li.innerText.trim()),
   conn_log: [...el("conn-log").children].map((li) => li.innerText.trim()),
   market: text("market"), sentiment: text("sentiment"), prices, order,
+  sections: Object.fromEntries([...el("sections").querySelectorAll("li[data-testid]")].map((li) =>
+    [li.dataset.testid.slice("section-".length), {stale: li.dataset.stale, text: li.innerText.trim()}])),
 };
 """
 
@@ -240,21 +242,31 @@ def test_page_reconnects_through_the_proxy_when_its_instance_stops(stack, redis_
 
 def test_stale_state_from_the_server_and_from_the_page_itself(stack, redis_proc, sim, browser,
                                                              artifacts) -> None:
-    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, STALE_AFTER_SECONDS="2")
+    (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, STALE_AFTER_SECONDS="2",
+                              COINGECKO_INTERVAL_SECONDS="1", FEAR_GREED_INTERVAL_SECONDS="1",
+                              SECTION_MAX_AGE_SECONDS="6")
     page = Dashboard(browser)
     # The page's own threshold, for when no server can tell it.
     page.open(inst.url + "/?stale_after=5")
     v = page.wait(shows_live_data, "live data")
     assert not v["stale_shown"]
+    binance = v["sections"]["binance-prices"]
+    assert binance["stale"] == "false" and "s old" in binance["text"]
 
-    # Every provider fails: no new snapshot, and the server says so after 2 s.
+    # Every provider fails. Snapshots still come with the last good values
+    # (nothing vanishes), each section marked stale once it is overdue.
     requests.post(sim.url + "/_sim/faults", json={"status": 500}, timeout=5).raise_for_status()
     v = page.wait(lambda v: v["stale_shown"], "the stale banner", timeout=15)
-    assert "Stale data" in v["stale"] and "failing" in v["stale"]
-    # The server's 2 s, read on the page's clock and rounded down: at least 1.
-    assert int(v["age"].split()[0]) >= 1 and v["conn_state"] == "live"
-    assert all_prices(v), "the last known prices should stay on screen"
+    assert "Stale data" in v["stale"] and "failing" in v["stale"] and "last good values" in v["stale"]
+    assert v["conn_state"] == "live"
+    assert all_prices(v), "the last good prices should stay on screen"
+    assert all(sec["stale"] == "true" for sec in v["sections"].values()), v["sections"]
+    assert "(stale)" in v["sections"]["coingecko-market"]["text"]
     browser.save_screenshot(str(artifacts / "dashboard-stale.png"))
+    # Past their maximum age they go: no snapshot any more, and the server says so after 2 s.
+    v = page.wait(lambda v: "no new snapshot" in v["stale"], "the no-snapshot banner", timeout=20)
+    # The server's 2 s, read on the page's clock and rounded down: at least 1.
+    assert int(v["age"].split()[0]) >= 1
 
     # The upstream recovers: fresh data ends the stale state.
     requests.delete(sim.url + "/_sim/faults", timeout=5).raise_for_status()

@@ -26,6 +26,7 @@
   const ui = {
     conn: $("conn-state"), banner: $("stale-banner"), age: $("data-age"),
     prices: $("price-table"), missing: $("missing"), market: $("market"), sentiment: $("sentiment"),
+    sections: $("sections"),
     servedBy: $("served-by"), leader: $("leader"), epoch: $("epoch"), seq: $("seq"), lock: $("lock"),
     history: $("leader-history"), connLog: $("conn-log"), dropped: $("dropped"),
   };
@@ -46,6 +47,9 @@
     pingSentMs: 0,
     rows: new Map(),      // symbol -> <tr>, kept so a price change can flash
     history: new Map(),   // "event|node|epoch" -> {event, node, epoch, ts, reason}
+    sources: {},          // the last snapshot's data.sources
+    keptOnly: false,      // ...in which every section was stale
+    noNewSnapshot: false, // the server said the snapshot we hold is old
   };
 
   // --- the WebSocket -------------------------------------------------------
@@ -164,7 +168,10 @@
       state.dropped += 1;
       ui.dropped.textContent = String(state.dropped);
       // The same snapshot re-sent carries the server's current view of its age.
-      if (order === 0 && typeof m.stale === "boolean") state.serverStale = m.stale;
+      if (order === 0 && typeof m.stale === "boolean") {
+        state.serverStale = m.stale;
+        state.noNewSnapshot = m.stale && !state.keptOnly;
+      }
       renderStale();
       return;
     }
@@ -172,6 +179,7 @@
     const fetched = Date.parse(m.fetched_at);
     state.fetchedAtMs = Number.isFinite(fetched) ? fetched : serverNow();
     state.serverStale = m.stale === true;
+    state.noNewSnapshot = false;
     ui.epoch.textContent = String(m.epoch);
     ui.seq.textContent = String(m.seq);
     if (typeof m.leader === "string" && m.leader !== state.leader) {
@@ -181,6 +189,11 @@
       renderHistory();
     }
     const data = isObject(m.data) ? m.data : {};
+    state.sources = isObject(data.sources) ? data.sources : {};
+    // Every section stale (as the server judged them): new snapshots, old values.
+    const flags = Object.values(state.sources).flatMap((src) =>
+      isObject(src) && isObject(src.sections) ? Object.values(src.sections).map((sec) => sec.stale === true) : []);
+    state.keptOnly = flags.length > 0 && flags.every(Boolean);
     renderPrices(data);
     renderMarket(data.market);
     renderSentiment(data.sentiment);
@@ -189,10 +202,55 @@
     renderStale();
   }
 
+  // Each section (a provider's prices, the market totals, the sentiment) has
+  // its own age: a failed or not-yet-due call keeps the last good value.
+  function sectionInfo(source, part) {
+    const src = state.sources[source];
+    const sec = isObject(src) && isObject(src.sections) ? src.sections[part] : null;
+    if (!isObject(sec)) return null;
+    const at = Date.parse(sec.fetched_at);
+    return {ageS: Number.isFinite(at) ? Math.max(0, (serverNow() - at) / 1000) : null, stale: sec.stale === true};
+  }
+
+  function newestSectionAge() {
+    let newest = null;
+    for (const [name, src] of Object.entries(state.sources || {})) {
+      for (const part of isObject(src) && isObject(src.sections) ? Object.keys(src.sections) : []) {
+        const info = sectionInfo(name, part);
+        if (info && info.ageS != null && (newest == null || info.ageS < newest)) newest = info.ageS;
+      }
+    }
+    return newest;
+  }
+
+  function renderSections() {
+    const rows = [];
+    for (const [name, src] of Object.entries(state.sources || {})) {
+      if (!isObject(src)) continue;
+      const parts = isObject(src.sections) ? Object.keys(src.sections) : [];
+      for (const part of parts.length ? parts : [null]) {
+        const li = document.createElement("li");
+        li.dataset.testid = `section-${name}-${part || "none"}`;
+        const info = part ? sectionInfo(name, part) : null;
+        li.dataset.stale = String(Boolean(info && info.stale));
+        li.classList.toggle("stale", Boolean(info && info.stale));
+        li.classList.toggle("failing", src.ok === false);
+        const age = info && info.ageS != null ? `${duration(info.ageS)} old` : "no data";
+        const failing = src.ok === false ? ` · ${typeof src.error === "string" ? src.error : "failing"}` : "";
+        const blocked = Number.isFinite(src.blocked_for_s) ? ` for ${duration(src.blocked_for_s)}` : "";
+        li.append(cell("strong", `${name}${part ? " " + part : ""}`),
+          ` ${age}${info && info.stale ? " (stale)" : ""}${failing}${blocked}`);
+        rows.push(li);
+      }
+    }
+    if (rows.length) ui.sections.replaceChildren(...rows);
+  }
+
   function onStale(m) {
     // A notice about a snapshot older than ours says nothing about ours.
     if (Number.isFinite(m.epoch) && Number.isFinite(m.seq) && compareKey(m.epoch, m.seq) < 0) return;
     state.serverStale = true;
+    state.noNewSnapshot = true;
     renderStale();
   }
 
@@ -274,7 +332,11 @@
     }
     tr.classList.remove("absent");
     price.textContent = usd(quote.usd);
-    th.lastChild.textContent = typeof quote.source === "string" ? quote.source : "";
+    const info = typeof quote.source === "string" ? sectionInfo(quote.source, "prices") : null;
+    tr.classList.toggle("stale", Boolean(info && info.stale));
+    const at = Date.parse(quote.fetched_at);
+    const age = Number.isFinite(at) ? ` · ${duration(Math.max(0, (serverNow() - at) / 1000))}` : "";
+    th.lastChild.textContent = typeof quote.source === "string" ? `${quote.source}${age}` : "";
     const ch = quote.change_24h;
     change.textContent = Number.isFinite(ch) ? pct(ch, true) : "–";
     change.classList.toggle("up", Number.isFinite(ch) && ch > 0);
@@ -330,12 +392,18 @@
   function renderAge() {
     const age = ageSeconds();
     ui.age.textContent = age == null ? "–" : duration(age);
+    renderSections();
   }
 
   function renderStale() {
     const age = ageSeconds();
     let text = "";
-    if (age != null && state.serverStale) {
+    const newest = newestSectionAge();
+    if (age != null && state.serverStale && state.keptOnly && !state.noNewSnapshot && newest != null) {
+      // New snapshots arrive, but only with values kept from before.
+      text = `Stale data: the market APIs are failing; showing the last good values ` +
+        `(the newest ${duration(newest)} old).`;
+    } else if (age != null && state.serverStale) {
       text = `Stale data: no new snapshot for ${duration(age)}. The market APIs may be failing; ` +
         "showing the last known values.";
     } else if (age != null && age > CLIENT_STALE_AFTER_S) {

@@ -103,6 +103,9 @@ def on_starting(server):
             raise SystemExit(3)
         if check.returncode != 0:
             server.log.warning("%s", message, extra={"fields": {"event": "redis_not_reachable_yet"}})
+        elif message.startswith("warning:"):
+            # Usable, but without presence: a dead instance's lock runs out on its TTL.
+            server.log.warning("%s", message, extra={"fields": {"event": "presence_unavailable"}})
 
 
 def child_exit(server, worker):

@@ -66,6 +66,7 @@ return {
   age: text("data-age"), lock: text("lock"),
   stale_shown: banner.checkVisibility(), stale: banner.innerText.trim(),
   history: [...el("leader-history").children].map((li) => li.innerText.trim()),
+  nodes: [...el("nodes").children].map((li) => ({role: li.dataset.role, text: li.innerText.trim()})),
   conn_log: [...el("conn-log").children].map((li) => li.innerText.trim()),
   market: text("market"), sentiment: text("sentiment"), prices, order,
   sections: Object.fromEntries([...el("sections").querySelectorAll("li[data-testid]")].map((li) =>
@@ -196,6 +197,11 @@ def test_prices_cluster_view_and_leader_failover(stack, redis_proc, rclient, sim
     v = page.wait(lambda v: any("acquired" in h and leader in h for h in v["history"]),
                   "the leader's election in the history")
     assert leader in v["lock"]
+    # The live nodes, from presence: the leader first, every worker of both instances.
+    v = page.wait(lambda v: len(v["nodes"]) == len(nodes), "every live node listed")
+    assert v["nodes"][0]["role"] == "leader" and leader in v["nodes"][0]["text"]
+    assert sorted(n["role"] for n in v["nodes"]) == ["deputy", "follower", "follower", "leader"]
+    assert all(re.search(r"\d+ clients?$", n["text"]) for n in v["nodes"]), v["nodes"]
     assert not v["stale_shown"] and re.fullmatch(r"\d+ s", v["age"])
     browser.save_screenshot(str(artifacts / "dashboard-laptop.png"))
     first = v

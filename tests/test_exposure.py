@@ -218,5 +218,41 @@ def test_the_documented_redis_permissions_are_enough(stack, tmp_path, sim) -> No
     stack.callback(c.close)
     c.wait_snapshots(3)
     assert inst.get("/health").json()["status"] == "ok"
-    assert inst.get("/status").json()["cluster"]["leader"] in inst.nodes
+    cluster = inst.get("/status").json()["cluster"]
+    assert cluster["leader"] in inst.nodes
     assert not inst.proc.events("redis_misconfigured")
+    # Presence too: nothing refused, the node listed from it.
+    assert not inst.proc.events("presence_unavailable")
+    assert [n["node"] for n in cluster["nodes"]] == [cluster["leader"]]
+    assert inst.get("/health").json()["presence"]["in_use"] is True
+
+
+def test_without_the_presence_permissions_the_service_runs_on_the_ttl(stack, tmp_path, sim) -> None:
+    """The documented ACL minus its last line: a warning at start, one line per node, no failure."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "CONFIGURATION.md").read_text()
+    block = doc.split("    ACL SETUSER feed ", 1)[1].split("\n\n", 1)[0]
+    lines = block.splitlines()
+    assert "+pubsub|numsub" in lines[-1]
+    rules = [r.replace(">password", ">feed-pass-4") for r in "\n".join(lines[:-1]).split()]
+    server = RedisProcess(workdir=str(tmp_path / "r")).start()
+    stack.callback(server.close)
+    redis.Redis(port=server.port).execute_command("ACL", "SETUSER", "feed", *rules)
+    url = f"redis://feed:feed-pass-4@127.0.0.1:{server.port}/0"
+    inst = Instance("nopresence", workers=2, redis_url=url, sim_url=sim.url)
+    stack.callback(inst.stop)
+    inst.wait_ready()
+    c = RecordingClient(inst.ws_url, name="viewer").start()
+    stack.callback(c.close)
+    c.wait_snapshots(3)
+    time.sleep(1.0)  # both workers have stepped a few times
+    output = "\n".join(inst.proc.raw)
+    assert "presence is off" in output and "LOCK_TTL_SECONDS" in output  # the start's warning
+    unavailable = [e for e in inst.proc.events("presence_unavailable") if "node" in e]
+    assert sorted(e["node"] for e in unavailable) == sorted(inst.nodes)  # once per node
+    health = inst.get("/health").json()
+    assert health["status"] == "ok" and health["presence"]["in_use"] is False
+    cluster = inst.get("/status").json()["cluster"]
+    assert cluster["leader"] in inst.nodes and cluster["nodes"] is None and "nodes_error" in cluster
+    assert "feed-pass-4" not in output

@@ -120,6 +120,8 @@ def test_partitioned_leader_stops_and_rejoins_as_follower(stack, redis_proc, rcl
     new_ms, new_node, new_epoch = acquisitions(rclient)[-1]
     assert new_node == new and new not in cut_off.nodes
     assert (new_ms - t_cut) / 1000 <= TTL + 1.0
+    # Its connections stayed open at Redis: presence could not tell, the TTL decided.
+    assert b"presence_lost" not in [f.get(b"reason") for _, f in rclient.xrange("websocket:events")]
     time.sleep(1.5)
 
     proxy.heal()

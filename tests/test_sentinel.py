@@ -349,24 +349,34 @@ def test_service_elects_again_after_the_master_is_killed(sentinels, sim) -> None
 def test_service_leaves_a_live_old_master_after_a_manual_failover(sentinels, sim) -> None:
     # The old master stays up, and writable, for 8 s or more after the
     # sentinels switch: every connection of every worker must move anyway.
+    # Two instances: the deputy is on the other one than the leader.
     with ExitStack() as stack:
         inst = Instance("m1", workers=2, redis_url=sentinels.url(), sim_url=sim.url)
         stack.callback(inst.stop)
+        second = Instance("m2", workers=1, redis_url=sentinels.url(), sim_url=sim.url)
+        stack.callback(second.stop)
         inst.wait_ready(60)
+        second.wait_ready(60)
         client = RecordingClient(inst.ws_url, name="m1-c").start()
         stack.callback(client.close)
         client.wait_snapshots(2, timeout=15)
         old_port = sentinels.master_port()
         old = sentinels.client_for(old_port)
-        assert len(service_connections(old)) >= 2
+        assert len(service_connections(old)) >= 3
+        leader = old.get("websocket:leader")
         sentinels.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", "mymaster")
         new = sentinels.client_for(sentinels.wait_master_change(old_port))
         wait_until(lambda: service_connections(old) == [], 5, "every connection off the old master")
         assert old.execute_command("ROLE")[0] == b"master"  # still a writable master
-        wait_until(lambda: new.pubsub_numsub("websocket:updates")[0][1] == inst.workers, 5,
-                   "both workers subscribed on the new master")
+        wait_until(lambda: new.pubsub_numsub("websocket:updates")[0][1] == inst.workers + 1, 5,
+                   "every worker subscribed on the new master")
         n = len(client.keys())
         client.wait_snapshots(n + 3, timeout=10)
         keys = client.keys()
         assert keys == sorted(set(keys))
         assert service_connections(old) == []
+        # Every connection moved, on each process's own schedule: no leader
+        # was taken for dead meanwhile (the deputy let them settle).
+        reasons = [f.get(b"reason") for _, f in new.xrange("websocket:events")]
+        assert b"presence_lost" not in reasons, reasons
+        assert new.get("websocket:leader") == leader

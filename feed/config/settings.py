@@ -166,6 +166,16 @@ class Settings:
     election: bool = setting(
         "ELECTION", True, "`off`: every worker fetches on its own (the no-election baseline of the "
         "lab; not for production)", section="election", parser=flag, shown="on")
+    presence: bool = setting(
+        "PRESENCE", True, "bind the lease to the leader's process as well as to the TTL: a follower "
+        "(the deputy) takes over within about half a second when the leader's connections close "
+        "(a whole instance killed); `off`: the TTL alone", section="election", parser=flag, shown="on")
+    presence_grace: float = setting(
+        "PRESENCE_GRACE_SECONDS", 0.3, "how long the leader's presence must be gone, on end, before the "
+        "deputy takes over (a reconnect within it is no death)", section="election", rule=positive)
+    presence_poll: float = setting(
+        "PRESENCE_POLL_SECONDS", 0.2, "how often the deputy looks at the leader's presence (one round "
+        "trip each)", section="election", rule=positive)
     events_maxlen: int = setting("EVENTS_MAXLEN", 1000, "length cap of the `websocket:events` history "
                                  "stream", section="election", rule=at_least(1))
     redis_timeout: float = setting(
@@ -368,6 +378,14 @@ class Settings:
             )
         if self.lock_ttl < 0.1:
             raise ConfigError("LOCK_TTL_SECONDS", "must be at least 0.1 s")
+        if self.presence and not self.presence_grace + self.presence_poll < self.lock_ttl - self.lease_margin:
+            # Presence must decide before the lease could: otherwise it only adds cost.
+            raise ConfigError(
+                "PRESENCE_GRACE_SECONDS",
+                f"PRESENCE_GRACE_SECONDS + PRESENCE_POLL_SECONDS must be less than LOCK_TTL_SECONDS - "
+                f"LEASE_MARGIN_SECONDS ({self.presence_grace:g} + {self.presence_poll:g} >= "
+                f"{self.lock_ttl:g} - {self.lease_margin:g}); or set PRESENCE=off",
+            )
         return self
 
 

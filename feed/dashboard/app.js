@@ -28,7 +28,7 @@
     prices: $("price-table"), missing: $("missing"), market: $("market"), sentiment: $("sentiment"),
     sections: $("sections"),
     servedBy: $("served-by"), leader: $("leader"), epoch: $("epoch"), seq: $("seq"), lock: $("lock"),
-    history: $("leader-history"), connLog: $("conn-log"), dropped: $("dropped"),
+    nodes: $("nodes"), history: $("leader-history"), connLog: $("conn-log"), dropped: $("dropped"),
   };
 
   const state = {
@@ -446,10 +446,32 @@
     } else {
       ui.lock.textContent = "free: an election is due";
     }
+    renderNodes(c.nodes, c.nodes_error);
     for (const e of Array.isArray(c.events) ? c.events : []) {
       if (isObject(e) && typeof e.event === "string" && typeof e.node === "string") addHistory(e);
     }
     renderHistory();
+  }
+
+  // The live nodes (from presence, docs/RELIABILITY.md), the leader first.
+  function renderNodes(nodes, error) {
+    if (!Array.isArray(nodes)) {
+      ui.nodes.replaceChildren(cell("li", typeof error === "string" ? "unknown: " + error : "unknown"));
+      return;
+    }
+    if (!nodes.length) {
+      ui.nodes.replaceChildren(cell("li", "none present"));
+      return;
+    }
+    ui.nodes.replaceChildren(...nodes.filter(isObject).map((n) => {
+      const li = document.createElement("li");
+      const role = typeof n.role === "string" ? n.role : "?";
+      li.dataset.role = role;
+      li.className = `node-${role}`;
+      const clients = Number.isFinite(n.clients) ? `${n.clients} client${n.clients === 1 ? "" : "s"}` : "? clients";
+      li.append(cell("code", String(n.node)), " ", cell("strong", role), ` · ${clients}`);
+      return li;
+    }));
   }
 
   function addHistory(e) {

@@ -4,7 +4,10 @@ The lock and its scripts are in :mod:`feed.election.lock`. What this module
 adds is the candidate's side: it keeps a *lease*, acting as leader only
 while it can prove the lock is still its own (last successful renewal + TTL
 - safety margin); as follower it sleeps until the lock's expiry (its PTTL),
-not a fixed poll, and a release message wakes it at once.
+not a fixed poll, and a release message wakes it at once. With presence
+(:mod:`feed.election.presence`) a follower steps through WATCH instead of
+ACQUIRE, and one of them, the deputy, steps every poll interval to take the
+lock over from a leader whose process is gone.
 
 The class is blocking and concurrency-agnostic: run :meth:`Election.run` in a
 thread, or in a greenlet in a gevent-patched process.
@@ -24,6 +27,7 @@ import redis
 from feed.election.keys import Keys
 from feed.election.leadership import Callback, Role
 from feed.election.lock import ACQUIRE, RECORD_LOSS, RELEASE, RENEW, LeaderEvent
+from feed.election.presence import RENEW_PRESENT, SETTLE_AFTER_FAILOVER_S, WATCH, Presence, refused
 from feed.errors import MarketfeedError
 from feed.logs import log_event
 from feed.redisconn.health import RedisHealth
@@ -44,6 +48,10 @@ class AcquireResult:
     epoch: int
     holder: str | None
     pttl_ms: int
+    #: As the deputy: step again in this many seconds (None: not the deputy).
+    watch_s: float | None = None
+    #: How the lock was taken: ``free`` or, from a dead leader, ``presence_lost``.
+    how: str = "free"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class Election:
         on_lost: Callback | None = None,
         clock: Callable[[], float] = time.monotonic,
         event_class: type = threading.Event,
+        presence: Presence | None = None,
+        clients: Callable[[], int] | None = None,
     ) -> None:
         if not node_id or any(c.isspace() for c in node_id):
             raise ElectionError("node_id must be a non-empty string without spaces")
@@ -101,6 +111,11 @@ class Election:
         self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
         self._record_loss = client.register_script(RECORD_LOSS)
+        self._watch = client.register_script(WATCH)
+        self._renew_present = client.register_script(RENEW_PRESENT)
+        #: This node's presence (None: the lock's TTL alone decides).
+        self.presence = presence
+        self.clients = clients or (lambda: 0)
 
         self._state = threading.Lock()
         self._wake = event_class()
@@ -161,6 +176,8 @@ class Election:
             self.wake()  # the lock is free: campaign now, not at its expiry
         elif event.kind == "acquired":
             self.leader_hint = event.node
+        elif event.kind == "deputy_wanted" and event.node != self.node_id and self._presence_in_use():
+            self.wake()  # nobody watches the leader's presence: offer to
 
     # --- single operations ---------------------------------------------
     def try_acquire(self) -> AcquireResult:
@@ -168,19 +185,29 @@ class Election:
         started = self.clock()
         if started < self._hold_off_until:
             return AcquireResult(False, 0, None, int((self._hold_off_until - started) * 1000))
-        k = self.keys
-        reply = self._acquire(
-            keys=[k.leader, k.epoch, k.events],
-            args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events],
-        )
+        presence = self.presence if self._presence_in_use() else None
+        if presence is not None and not presence.subscribed:
+            # Our own subscription is down: as leader the deputy could not see
+            # us and would take over. Wait for it (the follower role reconnects).
+            return AcquireResult(False, 0, self.leader_hint, 0, watch_s=min(0.1, presence.poll))
+        reply = self._call_watch() if presence is not None else None
+        if reply is None:
+            k = self.keys
+            reply = self._acquire(
+                keys=[k.leader, k.epoch, k.events],
+                args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events],
+            )
         self._connected()
         code = int(reply[0])
         if code == 0:
             holder = text(reply[1])
             self.leader_hint = holder
             self.observe_epoch(int(reply[3]))
-            return AcquireResult(False, 0, holder, int(reply[2]))
+            watch = int(reply[4]) if len(reply) > 4 else -1
+            return AcquireResult(False, 0, holder, int(reply[2]), None if watch < 0 else watch / 1000.0)
         epoch = int(reply[1])
+        how = text(reply[3]) if len(reply) > 3 else "free"
+        previous = self.leader_hint
         self.observe_epoch(epoch)
         self.leader_hint = self.node_id
         with self._state:
@@ -195,11 +222,19 @@ class Election:
             # stop() ran while our call was in flight: give the lock back.
             self._release_script(epoch, "released")
             return AcquireResult(False, epoch, self.node_id, 0)
+        if self.presence is not None:
+            self.presence.confirmed_by(started)
         if newly:
             self.terms += 1
-            log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch)
-            self._call(self.on_elected, epoch)
-        return AcquireResult(True, epoch, self.node_id, int(reply[2]))
+            if how == "presence_lost":
+                # The old holder's process is gone (its subscription closed):
+                # taken over without waiting for its lock's TTL.
+                log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch,
+                          reason=how, previous=previous)
+            else:
+                log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch)
+            self._call(self.on_elected, epoch, how)
+        return AcquireResult(True, epoch, self.node_id, int(reply[2]), how=how)
 
     def renew(self) -> bool:
         """Extend our lease; False (and ``on_lost``) when it is no longer ours.
@@ -211,16 +246,28 @@ class Election:
         if self._role != Role.LEADER:
             return False
         started = self.clock()
-        ok = self._renew(
-            keys=[self.keys.leader, self.keys.epoch], args=[self.node_id, self.ttl_ms, epoch]
-        )
+        ok = self._call_renew_present(epoch) if self._presence_in_use() else None
+        if ok is None:
+            ok = self._renew(
+                keys=[self.keys.leader, self.keys.epoch], args=[self.node_id, self.ttl_ms, epoch]
+            )
         self._connected()
+        if int(ok) == 2 and self.presence is not None:
+            # Renewed, but the server holding the lock does not see our
+            # subscription (it stayed on an old master): stop acting and
+            # subscribe again; the next renewal after that confirms us.
+            log_event(log, "presence_not_seen", logging.WARNING, node=self.node_id, role=Role.LEADER,
+                      epoch=epoch)
+            self.presence.not_seen()
+            ok = 1
         if int(ok) == 1:
             with self._state:
                 late = self.clock() >= self._deadline
                 if not late and self._role == Role.LEADER and self._epoch == epoch:
                     self._deadline = started + self.ttl - self.margin
             if not late:
+                if self.presence is not None:
+                    self.presence.confirmed_by(started)
                 return True
             # The reply came after our lease had ended (Redis paused, a
             # retried call): the leader role has stopped acting on it, and a
@@ -322,6 +369,8 @@ class Election:
         result = self.try_acquire()
         if result.acquired:
             return self._next_renewal()
+        if result.watch_s is not None:
+            return result.watch_s  # the deputy: watch the leader's presence
         if result.pttl_ms > 0:
             # Sleep until the lock expires (a release event wakes us sooner);
             # a little jitter spreads the candidates.
@@ -345,6 +394,48 @@ class Election:
         self._wake.set()
         if release:
             self.release("released")
+
+    # --- presence -------------------------------------------------------
+    def _presence_in_use(self) -> bool:
+        return self.presence is not None and self.presence.in_use
+
+    def _call_watch(self) -> list | None:
+        """WATCH (see feed/election/presence.py); None when Redis refuses presence."""
+        k, p = self.keys, self.presence
+        assert p is not None
+        try:
+            return self._watch(
+                keys=[k.leader, k.epoch, k.events, k.deputy, k.presence, k.presence_server,
+                      k.node(self.node_id)],
+                args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events,
+                      k.alive_prefix, k.node_prefix, int(p.grace * 1000), int(p.poll * 1000),
+                      self._clients(), int(SETTLE_AFTER_FAILOVER_S * 1000)],
+            )
+        except redis.ResponseError as exc:
+            if not refused(exc):
+                raise
+            p.unavailable(exc)
+            return None
+
+    def _call_renew_present(self, epoch: int) -> int | None:
+        k, p = self.keys, self.presence
+        assert p is not None
+        try:
+            return int(self._renew_present(
+                keys=[k.leader, k.epoch, k.deputy, k.node(self.node_id)],
+                args=[self.node_id, self.ttl_ms, epoch, k.alive_prefix, self._clients(), k.leader_events],
+            ))
+        except redis.ResponseError as exc:
+            if not refused(exc):
+                raise
+            p.unavailable(exc)
+            return None
+
+    def _clients(self) -> int:
+        try:
+            return int(self.clients())
+        except Exception:  # noqa: BLE001 - a count for the node list, never worth a failed step
+            return 0
 
     # --- helpers --------------------------------------------------------
     def _release_script(self, epoch: int, reason: str) -> bool:

@@ -1,4 +1,4 @@
-"""The cluster view, read straight from Redis: who leads, the epoch, history, the upstream budget.
+"""The cluster view, read straight from Redis: who leads, the live nodes, history, the upstream budget.
 
 ``/status`` serves it as JSON; ``python -m feed status`` prints it for
 operators (``--json`` for the same JSON, ``--watch`` to refresh).
@@ -19,6 +19,7 @@ from feed.election.envelope import EnvelopeError
 from feed.election.fence import read_cached
 from feed.election.keys import Keys
 from feed.election.lock import recent_events
+from feed.election.presence import live_nodes
 from feed.errors import ConfigError
 from feed.providers.budget import upstream_view
 from feed.providers.names import PROVIDER_NAMES
@@ -31,13 +32,24 @@ __all__ = ["cluster_view", "format_view", "main"]
 def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
                  providers: tuple[str, ...] = PROVIDER_NAMES,
                  quotas: dict[str, int] | None = None) -> dict[str, Any]:
-    """Leader, epoch, lock TTL, cached snapshot, recent events, upstream budget. Raises RedisError."""
+    """Leader, epoch, lock TTL, live nodes, cached snapshot, recent events, upstream budget.
+
+    Raises RedisError; a Redis that refuses ``PUBSUB CHANNELS`` gives
+    ``nodes: None`` and the reason in ``nodes_error``.
+    """
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.leader)
     pipe.pttl(keys.leader)
     pipe.get(keys.epoch)
     pipe.pttl(keys.data)
-    leader, pttl, epoch, data_pttl = pipe.execute()
+    pipe.get(keys.deputy)
+    leader, pttl, epoch, data_pttl, deputy = pipe.execute()
+    nodes: list[dict[str, Any]] | None
+    nodes_error = None
+    try:
+        nodes = live_nodes(client, keys, text(leader), text(deputy))
+    except redis.ResponseError as exc:
+        nodes, nodes_error = None, f"{type(exc).__name__}: {exc}"[:200]
     try:
         snap = read_cached(client, keys)
         snapshot: dict[str, Any] | None = None if snap is None else {
@@ -53,6 +65,9 @@ def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
         "leader": text(leader),
         "epoch": int(epoch or 0),
         "lock_ttl_ms": int(pttl) if leader is not None else None,
+        "deputy": text(deputy),
+        "nodes": nodes,
+        **({"nodes_error": nodes_error} if nodes_error else {}),
         "snapshot": snapshot,
         "leadership_changes_in_history": changes,
         "events": history,
@@ -69,6 +84,14 @@ def format_view(view: dict[str, Any], url: str | None) -> str:
     else:
         lines.append("leader      none: the lock is free (an election is due)")
     lines.append(f"epoch       {view['epoch']}")
+    nodes = view.get("nodes")
+    if nodes is None:
+        lines.append(f"nodes       unknown ({view.get('nodes_error', 'not reported')})")
+    elif not nodes:
+        lines.append("nodes       none present (presence off, or nobody runs)")
+    for i, n in enumerate(nodes or []):
+        clients = "?" if n["clients"] is None else n["clients"]
+        lines.append(f"{'' if i else 'nodes':<12}{n['node']:<28} {n['role']:<9} {clients} clients")
     snap = view["snapshot"]
     if snap is None:
         lines.append("snapshot    none cached")

@@ -67,3 +67,35 @@ class Keys:
     def upstream_calls(self, window: str) -> str:
         """Hash: upstream calls per provider in one window (``m:202612011200``, ``d:...``, ``M:...``)."""
         return self.name(f"upstream:calls:{window}")
+
+    # --- presence (feed/election/presence.py) ---------------------------------
+    def alive(self, node_id: str) -> str:
+        """Pub/sub: the channel ``node_id`` stays subscribed to while its process lives."""
+        return self.name(f"alive:{node_id}")
+
+    @property
+    def alive_prefix(self) -> str:
+        return self.name("alive:")
+
+    @property
+    def deputy(self) -> str:
+        """The follower that watches the leader's presence (its node id, with a TTL)."""
+        return self.name("deputy")
+
+    @property
+    def presence(self) -> str:
+        """The deputy's record of the leader's absence: ``<holder> <since_ms> <last_ms>``."""
+        return self.name("presence")
+
+    @property
+    def presence_server(self) -> str:
+        """The replication id of the server the deputy last watched on, and a settle deadline."""
+        return self.name("presence:server")
+
+    def node(self, node_id: str) -> str:
+        """Hash: what a node says about itself (role, clients, whether it keeps presence)."""
+        return self.name(f"node:{node_id}")
+
+    @property
+    def node_prefix(self) -> str:
+        return self.name("node:")

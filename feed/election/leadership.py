@@ -38,7 +38,7 @@ class Leadership(Protocol):
     terms: int
     #: This node's path to Redis for the election, if it has one.
     health: RedisHealth | None
-    on_elected: Callback | None  # on_elected(epoch)
+    on_elected: Callback | None  # on_elected(epoch, how): how is "free" or "presence_lost"
     on_lost: Callback | None  # on_lost(epoch, reason)
 
     @property
@@ -53,6 +53,8 @@ class Leadership(Protocol):
     def lease_remaining(self) -> float: ...
 
     def observe_epoch(self, epoch: int) -> None: ...
+
+    def wake(self) -> None: ...
 
     def on_leader_event(self, event: LeaderEvent) -> None: ...
 

@@ -39,17 +39,19 @@ from feed.redisconn.values import text
 
 __all__ = [
     "ACQUIRE",
+    "RECORD",
     "RECORD_LOSS",
     "RELEASE",
     "RELEASE_DEAD",
     "RENEW",
+    "TAKE",
     "LeaderEvent",
     "recent_events",
 ]
 
 # The one place the history's fields and the leader-events message are
 # written; prepended to every script that writes them.
-_RECORD = """
+RECORD = """
 local function record(stream, maxlen, event, node, epoch, reason)
   if reason and reason ~= '' then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
@@ -60,6 +62,23 @@ local function record(stream, maxlen, event, node, epoch, reason)
 end
 local function announce(channel, kind, node, epoch)
   redis.call('PUBLISH', channel, kind .. ' ' .. node .. ' ' .. epoch)
+end
+"""
+
+# Taking the lock, shared by ACQUIRE and the deputy's takeover
+# (feed/election/presence.py): a new epoch by the epoch rule above, the lock
+# set with its TTL, the acquisition recorded and announced. Returns the epoch.
+TAKE = """
+local function take(leader_key, epoch_key, events, node, ttl_ms, floor, maxlen, channel)
+  local stored = tonumber(redis.call('GET', epoch_key) or '0') or 0
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local e = string.format('%.0f', math.max(stored + 1, (tonumber(floor) or 0) + 1, now_ms))
+  redis.call('SET', epoch_key, e)
+  redis.call('SET', leader_key, node, 'PX', ttl_ms)
+  record(events, maxlen, 'acquired', node, e)
+  announce(channel, 'acquired', node, e)
+  return e
 end
 """
 
@@ -76,20 +95,13 @@ end
 # Returns {1, epoch, ttl_ms}      acquired (the lock was free or already ours):
 #                                 a new epoch, the event recorded and announced
 #         {0, holder, pttl, epoch} held by someone else
-ACQUIRE = _RECORD + """
+ACQUIRE = RECORD + TAKE + """
 local holder = redis.call('GET', KEYS[1])
-local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if holder and holder ~= ARGV[1] then
+  local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   return {0, holder, redis.call('PTTL', KEYS[1]), string.format('%.0f', stored)}
 end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local epoch = math.max(stored + 1, (tonumber(ARGV[3]) or 0) + 1, now_ms)
-local e = string.format('%.0f', epoch)
-redis.call('SET', KEYS[2], e)
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-record(KEYS[3], ARGV[4], 'acquired', ARGV[1], e)
-announce(ARGV[5], 'acquired', ARGV[1], e)
+local e = take(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return {1, e, tonumber(ARGV[2])}
 """
 
@@ -108,7 +120,7 @@ return 0
 # ARGV: node_id, epoch, events_maxlen, leader_events_channel, reason
 # Returns 1 released (key deleted, event recorded, followers woken);
 #         0 not ours: nothing changed.
-RELEASE = _RECORD + """
+RELEASE = RECORD + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   record(KEYS[2], ARGV[3], ARGV[5], ARGV[1], ARGV[2])
@@ -123,7 +135,7 @@ return 0
 # ARGV: node_prefix, events_maxlen, leader_events_channel
 # Returns the released holder's node id, or false when the lock is free or
 #         held by a node outside that (dead) process.
-RELEASE_DEAD = _RECORD + """
+RELEASE_DEAD = RECORD + """
 local holder = redis.call('GET', KEYS[1])
 if not holder or string.sub(holder, 1, string.len(ARGV[1])) ~= ARGV[1] then
   return false
@@ -140,15 +152,22 @@ return holder
 # KEYS: events-stream
 # ARGV: node_id, epoch, events_maxlen, reason
 # Returns 1.
-RECORD_LOSS = _RECORD + """
+RECORD_LOSS = RECORD + """
 record(KEYS[1], ARGV[3], 'lost', ARGV[1], ARGV[2], ARGV[4])
 return 1
 """
 
 
+KINDS = ("acquired", "released", "deputy_wanted")
+
+
 @dataclass(frozen=True)
 class LeaderEvent:
-    """A message on the leader-events channel: ``acquired`` or ``released``."""
+    """A message on the leader-events channel: ``acquired``, ``released`` or ``deputy_wanted``.
+
+    ``deputy_wanted <leader> <epoch>`` is the leader's (feed/election/presence.py):
+    nobody watches its presence, so a follower should offer to.
+    """
 
     kind: str
     node: str
@@ -159,7 +178,7 @@ class LeaderEvent:
         """The event in a pub/sub payload, or None if it is not one of ours."""
         kind, _, rest = (text(data) or "").partition(" ")
         node, _, epoch = rest.partition(" ")
-        if kind not in ("acquired", "released") or not node:
+        if kind not in KINDS or not node:
             return None
         return cls(kind, node, int(epoch) if epoch.isdigit() else None)
 

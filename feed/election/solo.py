@@ -49,6 +49,9 @@ class Solo:
     def observe_epoch(self, epoch: int) -> None:
         pass
 
+    def wake(self) -> None:
+        pass
+
     def on_leader_event(self, event: LeaderEvent) -> None:
         pass
 

@@ -8,6 +8,12 @@ After every (re)subscription, and whenever nothing has arrived for 1.5
 intervals, the cached snapshot is read, so a publish missed while the
 subscription was down is not lost. The leader runs this too: its own
 publishes come back through it, and it follows the moment it stops leading.
+
+The same connection carries the node's presence (feed/election/presence.py):
+a subscription to ``<prefix>:alive:<node_id>`` that nothing publishes to.
+It is reported up when Redis confirms it and down the moment the connection
+fails; a lost connection is made again within a fraction of the presence
+grace period, so that a reconnect is not mistaken for a death.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import redis
 
 from feed.election.envelope import Envelope, EnvelopeError
 from feed.election.lock import LeaderEvent
+from feed.election.presence import refused
 from feed.logs import log_event, redact_text
 from feed.redisconn.health import RedisHealth
 from feed.redisconn.values import text
@@ -41,6 +48,14 @@ class FollowerRole:
         self.fallback = node.settings.fetch_interval * 1.5
         keys = node.keys
         self.routes = {keys.updates: self._on_update, keys.leader_events: self._on_leader_event}
+        self.presence = node.presence
+        self.alive = node.presence.channel if node.presence is not None else None
+        # Reconnect soon enough that a dropped connection is back within the
+        # presence grace period; without presence, back off further.
+        self.max_backoff = 2.0 if node.presence is None else max(0.05, min(2.0, node.presence.grace / 2))
+        self._pubsub: Any = None
+        if node.presence is not None:
+            node.presence.resubscribe = self.resubscribe
 
     def run(self) -> None:
         node = self.node
@@ -48,36 +63,77 @@ class FollowerRole:
         while not node.stopped.is_set():
             pubsub = None
             try:
-                pubsub = node.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(*self.routes)
+                pubsub = node.client.pubsub()
+                self._pubsub = pubsub
+                channels = list(self.routes)
+                if self._presence_in_use():
+                    channels.append(self.alive)
+                pubsub.subscribe(*channels)
                 self._set_ok(True)
                 backoff = 0.0
                 node.catch_up()
                 self._listen(pubsub)
+            except redis.ResponseError as exc:
+                if self._presence_in_use() and refused(exc):
+                    # The alive channel is refused (an ACL's channel rules):
+                    # carry on without presence, on the lock's TTL.
+                    self.presence.unavailable(exc)
+                    continue
+                self._lost(exc)
+                backoff = min(self.max_backoff, max(0.05, backoff * 2))
+                node.stopped.wait(backoff)
             except (redis.RedisError, OSError) as exc:
-                self._set_ok(False, exc)
-                backoff = min(2.0, max(0.1, backoff * 2))
+                self._lost(exc)
+                backoff = min(self.max_backoff, max(0.05, backoff * 2))
                 node.stopped.wait(backoff)
             except Exception:
                 log.exception("follower loop failed", extra={"fields": {
                     "event": "follower_error", "node": node.node_id, "role": node.role}})
                 node.stopped.wait(1.0)
             finally:
+                self._pubsub = None
+                if self.presence is not None:
+                    self.presence.down()
                 if pubsub is not None:
                     try:
                         pubsub.close()
                     except Exception:  # noqa: BLE001
                         pass
 
+    def resubscribe(self) -> None:
+        """Drop the connection and make it again (the server holding the lock does not see it)."""
+        pubsub = self._pubsub
+        if pubsub is not None and pubsub.connection is not None:
+            try:
+                pubsub.connection.disconnect()
+            except Exception:  # noqa: BLE001 - the listening loop notices and reconnects
+                pass
+
+    def _presence_in_use(self) -> bool:
+        return self.presence is not None and self.presence.in_use
+
+    def _lost(self, exc: Exception) -> None:
+        if self.presence is not None:
+            self.presence.down()
+            self.node.emit("presence", up=False)
+        self._set_ok(False, exc)
+
     def _listen(self, pubsub: Any) -> None:
         node = self.node
         last_read = time.monotonic()
         while not node.stopped.is_set():
             message = pubsub.get_message(timeout=min(1.0, self.fallback))
-            if message is not None and message.get("type") == "message":
+            kind = message.get("type") if message is not None else None
+            if kind == "message":
                 route = self.routes.get(text(message["channel"]))
                 if route is not None:
                     route(message["data"])
+            elif kind == "subscribe" and self.presence is not None and text(message["channel"]) == self.alive:
+                # Redis has our presence again: a leader renews at once, and
+                # acts again when that renewal confirms the lock is still its own.
+                self.presence.up()
+                node.emit("presence", up=True)
+                node.leadership.wake()
             now = time.monotonic()
             if now - node.last_delivery > self.fallback and now - last_read > self.fallback:
                 # Nothing pushed for a while: read the cache in case we missed it.

@@ -47,6 +47,7 @@ class LeaderRole:
         self.seq = 0
         self.term = -1  # the epoch of the running term; -1 when not leading
         self.last_epoch = -1  # the epoch of the last term, running or not
+        self._paused = False  # logged once per pause: presence down
         self.next_due = 0.0  # unix time of the next fetch
         self.failures = 0  # consecutive failed fetches in this term
 
@@ -77,6 +78,11 @@ class LeaderRole:
         epoch = lead.epoch
         if epoch != self.term:
             self.begin_term(epoch)
+        if not self.may_act():
+            # Our presence is down: the deputy may take over once the grace
+            # period has passed, so stop now (the term goes on if it comes back).
+            self._wait(0.05)
+            return
         delay = self.next_due - time.time()
         if delay > 0:
             # Wake before the lease ends, so a lost lease is noticed in time.
@@ -131,9 +137,23 @@ class LeaderRole:
         node.emit("fetch", outcome="ok", seconds=time.monotonic() - t0)
         self.publish(epoch, started, data)
 
+    def may_act(self) -> bool:
+        """False while this node's presence is down (feed/election/presence.py)."""
+        presence = self.node.presence
+        if presence is None or presence.can_act:
+            self._paused = False
+            return True
+        if not self._paused:
+            self._paused = True
+            log_event(log, "leader_paused", logging.WARNING, node=self.node.node_id, role=Role.LEADER,
+                      epoch=self.term, reason="presence_down")
+        return False
+
     def publish(self, epoch: int, started: float, data: dict) -> None:
         """Write one snapshot through the node's store and give it to the node's listener."""
         node = self.node
+        if not self.may_act():
+            return  # fetched while present, but not to be written now
         self.seq += 1
         env = Envelope(epoch=epoch, seq=self.seq, leader=node.node_id, fetched_at=started, data=data)
         try:

@@ -26,6 +26,7 @@ from feed.election.envelope import Envelope, EnvelopeError
 from feed.election.fence import FencedStore, SnapshotStore, Term, UnfencedStore
 from feed.election.identity import make_node_id
 from feed.election.leadership import Leadership, Role
+from feed.election.presence import Presence
 from feed.election.solo import Solo
 from feed.logs import log_event
 from feed.node.follower import FollowerRole
@@ -43,14 +44,16 @@ EventSink = Callable[..., None]
 
 
 def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
-                      event_class: type = threading.Event) -> tuple[Leadership, SnapshotStore]:
+                      event_class: type = threading.Event, presence: Presence | None = None,
+                      clients: Callable[[], int] | None = None) -> tuple[Leadership, SnapshotStore]:
     """The leadership and the store that go with it, as ``settings`` say."""
     keys = settings.keys
     if not settings.election:
         return Solo(node_id, event_class), UnfencedStore(client, keys, settings.cache_ttl)
     election = Election(client, node_id, keys, ttl=settings.lock_ttl,
                         renew_interval=settings.renew_interval, margin=settings.lease_margin,
-                        events_maxlen=settings.events_maxlen, event_class=event_class)
+                        events_maxlen=settings.events_maxlen, event_class=event_class,
+                        presence=presence, clients=clients)
     return election, FencedStore(client, keys, settings.cache_ttl)
 
 
@@ -61,7 +64,8 @@ class FeedNode:
     exception is a failed fetch; :class:`~feed.errors.FetchFailed` is the
     expected one).
     ``on_event(name, **fields)`` receives ``fetch``, ``write``, ``elected``,
-    ``lost``, ``snapshot`` and ``redis`` events, for metrics.
+    ``lost``, ``snapshot``, ``redis`` and ``presence`` events, for metrics. ``clients()``
+    counts this node's WebSocket clients, for the cluster's node list.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class FeedNode:
         on_event: EventSink | None = None,
         thread_class: type = threading.Thread,
         event_class: type = threading.Event,
+        clients: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -83,7 +88,13 @@ class FeedNode:
         self.on_event = on_event
         self.thread_class = thread_class
         self.keys = settings.keys
-        self.leadership, self.store = choose_leadership(settings, client, self.node_id, event_class)
+        # Presence goes with the election (feed/election/presence.py); None: the TTL alone.
+        self.presence = None
+        if settings.election and settings.presence:
+            self.presence = Presence(self.node_id, self.keys, grace=settings.presence_grace,
+                                     poll=settings.presence_poll)
+        self.leadership, self.store = choose_leadership(settings, client, self.node_id, event_class,
+                                                        self.presence, clients)
         self.leadership.on_elected = self._on_elected
         self.leadership.on_lost = self._on_lost
         self.stopped = event_class()
@@ -92,6 +103,8 @@ class FeedNode:
         self.last_delivery = time.monotonic()
         self._threads: list[Any] = []
         self.leader = LeaderRole(self, fetch, event_class)
+        if self.presence is not None:
+            self.presence.on_down = self.leader.wake
         self.follower = FollowerRole(self) if self.leadership.contested else None
         self.started_at = time.time()
 
@@ -169,6 +182,7 @@ class FeedNode:
             },
             "terms": lead.terms,
             "lease_remaining_s": round(lead.lease_remaining(), 3) if lead.contested else None,
+            "presence": self.presence.status() if self.presence is not None else None,
             "fetch_failures_in_a_row": self.leader.failures,
             "uptime_s": round(now - self.started_at, 3),
         }
@@ -203,8 +217,8 @@ class FeedNode:
             self.offer(env)
 
     # --- leadership callbacks ---------------------------------------------
-    def _on_elected(self, epoch: int) -> None:
-        self.emit("elected", epoch=epoch)
+    def _on_elected(self, epoch: int, how: str = "free") -> None:
+        self.emit("elected", epoch=epoch, how=how)
         self.leader.wake()
 
     def _on_lost(self, epoch: int, reason: str) -> None:

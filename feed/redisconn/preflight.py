@@ -6,7 +6,10 @@ exercises every kind of command the service needs, on probe keys under the
 key prefix that expire within a second: a Lua script through EVALSHA (with
 SCRIPT LOAD) and through EVAL, the commands the scripts call (GET, SET with
 PX, PEXPIRE, PTTL, DEL, TIME, XADD, PUBLISH, HSET, HINCRBY, HDEL), XREVRANGE,
-HGETALL, and SUBSCRIBE.
+HGETALL, and SUBSCRIBE. Presence (feed/election/presence.py) also needs
+``PUBSUB NUMSUB`` inside scripts and ``PUBSUB CHANNELS``; a Redis that
+refuses them gets a warning, not a failed start: the service then runs on
+the lock's TTL alone.
 
 Exit status: 0 usable; 1 unreachable now (not fatal: workers start, serve
 ``/health`` and connect when Redis appears); 3 refused for good (wrong
@@ -28,7 +31,7 @@ from feed.logs import redact_text
 from feed.redisconn.health import misconfiguration
 from feed.redisconn.url import redact_url
 
-__all__ = ["PROBE", "main", "probe"]
+__all__ = ["PROBE", "PROBE_PRESENCE", "main", "probe", "probe_presence"]
 
 UNREACHABLE = 1
 REFUSED = 3
@@ -53,6 +56,25 @@ redis.call('PUBLISH', ARGV[1], 'preflight')
 redis.call('DEL', KEYS[1])
 return 1
 """
+
+
+# KEYS: a probe hash; ARGV: a probe channel. Returns the channel's subscriber
+# count, after the commands presence adds inside scripts.
+PROBE_PRESENCE = """
+redis.call('HGET', KEYS[1], 'presence')
+return redis.call('PUBSUB', 'NUMSUB', ARGV[1])[2]
+"""
+
+
+def probe_presence(client: redis.Redis, keys: Keys) -> str | None:
+    """None if presence's commands run here, else why not (a ResponseError's text)."""
+    try:
+        client.register_script(PROBE_PRESENCE)(keys=[keys.name("preflight-hash")],
+                                               args=[keys.name("preflight")])
+        client.pubsub_channels(keys.alive_prefix + "*")
+    except redis.ResponseError as exc:
+        return redact_text(f"{type(exc).__name__}: {exc}").rstrip(".")
+    return None
 
 
 def probe(client: redis.Redis, keys: Keys) -> None:
@@ -105,4 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: Redis at {shown} is not reachable now ({error}); workers start anyway and "
               f"connect when it is.", file=sys.stderr)
         return UNREACHABLE
+    if settings.election and settings.presence:
+        why = probe_presence(client, settings.keys)
+        if why:
+            print(f"warning: the Redis user of {shown} may not run PUBSUB NUMSUB / CHANNELS ({why}): "
+                  f"presence is off, a dead instance's lock runs out on its TTL "
+                  f"(LOCK_TTL_SECONDS) instead of within a second. Grant +pubsub|numsub "
+                  f"+pubsub|channels to use it (docs/CONFIGURATION.md).", file=sys.stderr)
     return 0

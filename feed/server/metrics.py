@@ -45,9 +45,13 @@ class Metrics:
                             registry=r, multiprocess_mode="livesum")
         self.redis_up = Gauge("marketfeed_redis_up", "1 while this node reaches Redis", ["node"],
                               registry=r, multiprocess_mode="livesum")
+        self.presence = Gauge("marketfeed_presence", "1 while Redis sees this node's presence "
+                              "subscription (docs/RELIABILITY.md)", ["node"],
+                              registry=r, multiprocess_mode="livesum")
         self.leadership_changes = Counter(
             "marketfeed_leadership_changes_total",
-            "Leadership gained or ended, by node and kind (acquired, released, lost reason)",
+            "Leadership gained or ended, by node and kind (acquired, took_over when the old "
+            "leader's presence was gone, released, lost reason)",
             ["node", "change"], registry=r)
         self.upstream_calls = Counter("marketfeed_upstream_calls_total",
                                       "HTTP calls to the market APIs by provider and outcome",
@@ -111,7 +115,8 @@ class Metrics:
             self.writes.labels(f["outcome"]).inc()
         elif name == "elected":
             self.leader.labels(self.node).set(1)
-            self.leadership_changes.labels(self.node, "acquired").inc()
+            change = "took_over" if f.get("how") == "presence_lost" else "acquired"
+            self.leadership_changes.labels(self.node, change).inc()
         elif name == "lost":
             self.leader.labels(self.node).set(0)
             self.leadership_changes.labels(self.node, f.get("reason", "lost")).inc()
@@ -120,6 +125,8 @@ class Metrics:
             self.epoch.set(f["epoch"])
         elif name == "redis":
             self.redis_up.labels(self.node).set(1 if f["ok"] else 0)
+        elif name == "presence":
+            self.presence.labels(self.node).set(1 if f["up"] else 0)
 
     def on_upstream_state(self, provider: str, blocked_for: float, calls: dict[str, int]) -> None:
         self.upstream_blocked.labels(provider).set(blocked_for)

@@ -70,7 +70,8 @@ class FeedService:
             status=self.client_status, label=self.label,
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
-                             node_id=self.node_id, on_event=self.metrics.on_node_event)
+                             node_id=self.node_id, on_event=self.metrics.on_node_event,
+                             clients=lambda: len(self.hub.clients))
         self.started = False
         self.stopping = False
         self._status_cache: tuple[float, dict] | None = None
@@ -139,6 +140,7 @@ class FeedService:
             "leader": s["leader"],
             "epoch": s["epoch"],
             "redis": s["redis"],
+            "presence": s["presence"],
             "snapshot_age_s": snap["age_s"] if snap else None,
             "stale": snap["stale"] if snap else None,
             "clients": s["clients_on_this_worker"],

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import redis
 import requests
 
@@ -441,11 +442,12 @@ class Cluster:
 
 
 def _pid_alive(pid: int) -> bool:
+    # A killed worker whose master died too is a zombie until init reaps it
+    # (some container inits take their time): dead for us.
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
 

@@ -84,6 +84,7 @@ def test_readme_run_command_serves_snapshots_with_nothing_configured(tmp_path: P
             ws.close()
         assert first["type"] == "snapshot" and first["data"]["prices"]["BTC"]["usd"] > 0
         assert (second["epoch"], second["seq"]) > (first["epoch"], first["seq"])
+        assert not proc.events("presence_unavailable")  # the embedded Redis runs presence's scripts
         # Every module of the runtime package imports in this virtualenv, made
         # from requirements.txt alone (no development dependency in it).
         check = subprocess.run(

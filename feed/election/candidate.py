@@ -188,8 +188,11 @@ class Election:
         presence = self.presence if self._presence_in_use() else None
         if presence is not None and not presence.subscribed:
             # Our own subscription is down: as leader the deputy could not see
-            # us and would take over. Wait for it (the follower role reconnects).
-            return AcquireResult(False, 0, self.leader_hint, 0, watch_s=min(0.1, presence.poll))
+            # us and would take over. Only look (which also tells whether Redis
+            # is there at all), and wait for it: the follower role reconnects.
+            info = self.leader()
+            self.leader_hint = info.node
+            return AcquireResult(False, 0, info.node, info.pttl_ms, watch_s=min(0.1, presence.poll))
         reply = self._call_watch() if presence is not None else None
         if reply is None:
             k = self.keys

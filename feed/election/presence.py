@@ -142,7 +142,8 @@ local since = now
 local seen = redis.call('GET', KEYS[5])
 if seen then
   local h, s, last = string.match(seen, '^(%S+) (%d+) (%d+)$')
-  if h == holder and now - tonumber(last) <= 3 * poll then since = tonumber(s) end
+  -- unbroken: the last poll was at most about one interval ago
+  if h == holder and now - tonumber(last) <= 2 * poll then since = tonumber(s) end
 end
 if now - since >= grace then
   record(KEYS[3], ARGV[4], 'lost', holder, stored, 'presence_lost')
@@ -285,6 +286,11 @@ class Presence:
                 "grace_s": self.grace, "poll_s": self.poll}
 
 
+def _glob_escape(text_: str) -> str:
+    """``text_`` as a literal in a Redis glob pattern (a key prefix may hold ``*``, ``?``, ``[``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text_)
+
+
 def live_nodes(client: redis.Redis, keys: Keys, leader: str | None = None,
                deputy: str | None = None) -> list[dict[str, Any]]:
     """The nodes whose presence channel is subscribed now, with what they say about themselves.
@@ -293,7 +299,7 @@ def live_nodes(client: redis.Redis, keys: Keys, leader: str | None = None,
     (``NoPermissionError`` where ``PUBSUB CHANNELS`` is refused).
     """
     prefix = keys.alive_prefix
-    channels = client.pubsub_channels(prefix + "*")
+    channels = client.pubsub_channels(_glob_escape(prefix) + "*")
     nodes = sorted(text(c)[len(prefix):] for c in channels)
     pipe = client.pipeline(transaction=False)
     for node in nodes:

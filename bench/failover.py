@@ -6,14 +6,22 @@ Side by side, in one run, on one Redis:
                 (TTL 10 s, renew 3 s): SIGTERM (graceful) and SIGKILL (crash);
 * ``ours/gunicorn``  one instance with 3 workers: SIGKILL of the leader worker,
                 which its master reports at once (feed/election/reaper.py);
+* ``ours/instances``  3 Gunicorn instances x 2 workers (lab/cluster.py),
+                default timing: SIGKILL of the leader's whole instance (master
+                and workers at once, as a container kill) at a random phase of
+                the renew cycle, with presence (the default) and with
+                ``PRESENCE=off`` (the lock's TTL alone);
 * ``original``  3 nodes running the original algorithm (bench/original.py:
-                5 s ticks, EX 10): SIGTERM and SIGKILL.
+                5 s ticks, EX 10): SIGTERM and SIGKILL (a process of the
+                original is a whole instance: nothing else can release its lock).
 
 Time without a leader = from the signal to a new holder of
-``websocket:leader`` (both on Redis's clock; the key is polled every 5 ms).
+``websocket:leader`` (both on Redis's clock; the key is polled every 5 ms,
+or, for the instance kills, the ``acquired`` entry of the history stream).
 
-    .venv/bin/python -m bench.failover               # 20 trials each (~12 min)
+    .venv/bin/python -m bench.failover               # 20 trials each (~25 min)
     .venv/bin/python -m bench.failover --trials 3    # a quick look
+    .venv/bin/python -m bench.failover --only instances --trials 30
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import sys
@@ -32,7 +41,7 @@ import redis
 from bench.harness import machine, percentile, table
 from feed.redisconn.embedded import RedisProcess
 from feed.simulator.server import SimulatedExchange
-from lab.cluster import ServiceInstance
+from lab.cluster import Cluster, ServiceInstance, Timing
 from lab.procs import LoggedProcess, child_env
 from lab.redis_clock import redis_now
 
@@ -135,6 +144,35 @@ def worker_crash_trials(client: redis.Redis, redis_url: str, n: int) -> list[flo
     return out
 
 
+def instance_crash_trials(n: int, presence: bool) -> list[float]:
+    """SIGKILL of the leader's whole instance, 3 instances x 2 workers; the instance comes back after."""
+    timing = Timing()  # the service's defaults: TTL 10 s, renew 3 s
+    env = None if presence else {"PRESENCE": "off"}
+    out = []
+    with Cluster(3, 2, timing=timing, name="fo-pres" if presence else "fo-ttl", env=env) as lab:
+        lab.wait_serving()
+        for _ in range(n):
+            lab.wait_leader()
+            # A random phase of the renew cycle, counted from the current term's start
+            # (and a second in, so that the term has found its deputy).
+            start = max((e["ts"] for e in lab.events(20) if e["event"] == "acquired"),
+                        default=lab.redis_time())
+            phase = random.uniform(0.0, timing.renew_interval)
+            at = start + 1.0 + phase
+            while at < lab.redis_time():
+                at += timing.renew_interval
+            time.sleep(at - lab.redis_time())
+            fault = lab.kill_leader_instance()
+            acquired = lab.wait_acquired(fault)
+            out.append(acquired["ts"] - fault.t)
+            print(json.dumps({"impl": "ours/instances", "presence": presence, "signal": "SIGKILL",
+                              "phase_s": round(phase, 3), "s": round(out[-1], 3),
+                              "reason": next((e.get("reason") for e in reversed(lab.events(5))
+                                              if e["event"] == "lost"), None)}), flush=True)
+            lab.respawn(fault)
+    return out
+
+
 def summary(name: str, what: str, values: list[float]) -> dict[str, Any]:
     return {"impl": name, "fault": what, "trials": len(values),
             "median_s": statistics.median(values), "p95_s": percentile(values, 0.95),
@@ -144,6 +182,7 @@ def summary(name: str, what: str, values: list[float]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--only", choices=["nodes", "instances"], help="run one part only")
     parser.add_argument("--json")
     args = parser.parse_args()
     info = machine()
@@ -153,19 +192,32 @@ def main() -> None:
         client = redis.Redis.from_url(server.url)
         for kind in ("ours", "original"):
             for sig, what in ((signal.SIGTERM, "graceful (SIGTERM)"), (signal.SIGKILL, "crash (SIGKILL)")):
+                if args.only == "instances" and not (kind == "original" and sig == signal.SIGKILL):
+                    continue
                 rows.append(summary(kind, what, trials(client, kind, sig, args.trials, server.url)))
-        rows.append(summary("ours/gunicorn", "worker crash (SIGKILL)",
-                            worker_crash_trials(client, server.url, args.trials)))
+        if args.only != "instances":
+            rows.append(summary("ours/gunicorn", "worker crash (SIGKILL)",
+                                worker_crash_trials(client, server.url, args.trials)))
+    if args.only != "nodes":
+        rows.append(summary("ours/instances", "instance crash (SIGKILL)",
+                            instance_crash_trials(args.trials, True)))
+        rows.append(summary("ours/instances, PRESENCE=off", "instance crash (SIGKILL)",
+                            instance_crash_trials(args.trials, False)))
     cols = [("impl", "implementation"), ("fault", "fault"), ("trials", "trials"), ("median_s", "median s"),
             ("p95_s", "p95 s"), ("min_s", "min s"), ("max_s", "max s")]
     print()
     print(table(rows, cols))
     by = {(r["impl"], r["fault"]): r for r in rows}
     ratio_rows = []
-    for fault in ("graceful (SIGTERM)", "crash (SIGKILL)"):
-        o, b = by[("ours", fault)], by[("original", fault)]
-        ratio_rows.append({"fault": fault, "original / ours (median)": b["median_s"] / o["median_s"],
-                           "original / ours (p95)": b["p95_s"] / o["p95_s"]})
+    pairs = [("graceful (SIGTERM)", ("ours", "graceful (SIGTERM)")),
+             ("crash (SIGKILL)", ("ours", "crash (SIGKILL)")),
+             ("crash (SIGKILL)", ("ours/instances", "instance crash (SIGKILL)"))]
+    for original_fault, ours in pairs:
+        if ("original", original_fault) in by and ours in by:
+            o, b = by[ours], by[("original", original_fault)]
+            ratio_rows.append({"fault": f"{ours[0]}: {ours[1]}",
+                               "original / ours (median)": b["median_s"] / o["median_s"],
+                               "original / ours (p95)": b["p95_s"] / o["p95_s"]})
     print()
     print(table(ratio_rows, [(k, k) for k in ratio_rows[0]]))
     if args.json:

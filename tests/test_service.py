@@ -152,7 +152,11 @@ def test_stuck_and_slow_clients_do_not_delay_others(stack, redis_proc, sim) -> N
     symbols = ",".join([*listed, *[f"C{i:02d}" for i in range(40)]])
     (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, SYMBOLS=symbols,
                               FETCH_INTERVAL_SECONDS="0.2", WS_SEND_BUFFER_BYTES="4096",
-                              WS_SEND_TIMEOUT_SECONDS="3")
+                              WS_SEND_TIMEOUT_SECONDS="3",
+                              # Every provider on every fetch, and its sections gone a
+                              # second after it fails: the feed stops when upstream does.
+                              COINGECKO_INTERVAL_SECONDS="0.2", FEAR_GREED_INTERVAL_SECONDS="0.2",
+                              SECTION_MAX_AGE_SECONDS="1")
     fast = [connect(stack, inst.ws_url, f"fast{i}") for i in range(3)]
     # A client that completes the handshake and then never reads a byte.
     stuck = socket.create_connection(("127.0.0.1", inst.port))
@@ -186,9 +190,10 @@ def test_stuck_and_slow_clients_do_not_delay_others(stack, redis_proc, sim) -> N
         data += chunk
     assert data.startswith(b"HTTP/1.1 101")
     # The slow reader skipped snapshots (latest-only, no backlog) and, once
-    # the feed stops, ends with the newest one, whole.
+    # the feed stops, ends with the newest one, whole. Kept sections go out
+    # again until they are too old, so the feed stops a little after upstream.
     requests.post(sim.url + "/_sim/faults", json={"status": 500}, timeout=5).raise_for_status()
-    time.sleep(1.0)
+    fast[0].wait(lambda c: time.time() - c.messages[-1].t > 2.0, timeout=30, what="end of the feed")
     newest = fast[0].keys()[-1]
     slow.wait(lambda c: c.keys() and c.keys()[-1] == newest, timeout=30, what="the newest snapshot")
     assert slow.close_code is None, slow.close_code

@@ -6,18 +6,23 @@ Not part of the default run (about 10 minutes):
 
 Kills alternate between the leader's worker (SIGKILL; its master replaces
 it and hands leadership over at once, see feed/election/reaper.py) and the leader's
-whole instance (SIGKILL to the master and its workers; the lock must expire,
-and the instance is restarted on the same port). Clients come from the C
+whole instance (SIGKILL to the master and its workers; its connections
+close, the deputy takes over once its presence has been gone for the grace
+period, and the instance is restarted on the same port). Clients come from the C
 load generator, which reconnects a client 200 ms after its connection ends
 and tracks, per client, the longest time without any message.
 
 Asserted: no client goes without fresh data for longer than TTL + 2 s;
 every worker's memory stays under MEMORY_BOUND_MIB; the epoch only grows.
+Two recording clients per instance also give, per kill, the longest wait
+for a new snapshot seen on the instances that were not killed (what the
+failover itself costs, apart from the killed instance's own restart).
 The figures are written to tests/artifacts/soak.json and docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +35,7 @@ import redis
 
 from feed.redisconn.embedded import RedisProcess
 from feed.simulator.server import SimulatedExchange
+from lab.clients import RecordingClient
 from lab.cluster import ServiceInstance
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
@@ -37,7 +43,8 @@ SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(SECONDS) + 600)]
 
 TTL = 10.0
-FETCH_INTERVAL = 1.0  # worst gap after a whole-instance crash is interval + TTL + a fetch
+# Without presence the worst gap after a whole-instance crash is interval + TTL + a fetch.
+FETCH_INTERVAL = 1.0
 MEMORY_BOUND_MIB = 150
 
 
@@ -60,6 +67,7 @@ def test_soak(tmp_path, artifacts) -> None:
     instances = [ServiceInstance(f"s{i}", workers=2, redis_url=server.url, sim_url=sim.url, env=env)
                  for i in range(3)]
     loadgens = []
+    recorders: dict[str, list[RecordingClient]] = {}
     samples: list[dict] = []
     kills: list[dict] = []
     try:
@@ -71,8 +79,11 @@ def test_soak(tmp_path, artifacts) -> None:
             time.sleep(0.1)
         loadgens = [Loadgen(inst.port, per_instance, seconds + 15, reconnect=True, rate=500)
                     for inst in instances]
+        recorders = {inst.name: [RecordingClient(inst.ws_url, name=f"{inst.name}-r{j}",
+                                                 reconnect=True).start() for j in range(2)]
+                     for inst in instances}
         started = time.monotonic()
-        next_kill = started + 60
+        next_kill = started + 30  # then every 60 s: 10 kills in 600 s, each observed for 20 s
         kill_whole_instance = False
         epochs_seen = [int(client.get("websocket:epoch") or 0)]
         while time.monotonic() - started < seconds:
@@ -87,9 +98,10 @@ def test_soak(tmp_path, artifacts) -> None:
                         pass
             samples.append({"t": round(now - started, 1), "rss_mib": rss})
             epochs_seen.append(int(client.get("websocket:epoch") or 0))
-            if now < next_kill:
-                continue
+            if now < next_kill or now + 20 > started + seconds:
+                continue  # each kill is observed for 20 s before the run ends
             next_kill = now + 60
+            at = time.time()
             leader = leader_of(client)
             owner = next((i for i in instances if leader in i.nodes), None)
             if owner is None:
@@ -102,11 +114,15 @@ def test_soak(tmp_path, artifacts) -> None:
                                                  sim_url=sim.url, env=env, port=owner.port).wait_ready(60)
             else:
                 os.kill(owner.nodes[leader], signal.SIGKILL)
-            kills.append({"t": round(now - started, 1), "leader": leader,
-                          "kind": "instance" if kill_whole_instance else "worker"})
+            kills.append({"t": round(now - started, 1), "at": at, "leader": leader,
+                          "instance": owner.name, "kind": "instance" if kill_whole_instance else "worker"})
             kill_whole_instance = not kill_whole_instance
+        observed_until = time.time()
         results = [lg.result(timeout=120) for lg in loadgens]
     finally:
+        for clients in recorders.values():
+            for c in clients:
+                c.close()
         for lg in loadgens:
             if lg.proc.poll() is None:
                 lg.proc.kill()
@@ -119,8 +135,26 @@ def test_soak(tmp_path, artifacts) -> None:
     for s in samples:
         for node, mib in s["rss_mib"].items():
             peak[node] = max(peak.get(node, 0.0), mib)
+    for kill in kills:
+        # The longest wait for a new snapshot, from 5 s before the kill to 20 s
+        # after, on the instances that were not killed.
+        waits = []
+        for name, clients in recorders.items():
+            if name == kill["instance"]:
+                continue
+            for c in clients:
+                end = min(kill["at"] + 20, observed_until)
+                times = [kill["at"] - 5] + [r.t for r in c.new_snapshots()
+                                            if kill["at"] - 5 <= r.t <= end] + [end]
+                waits.append(max(b - a for a, b in itertools.pairwise(times)))
+        kill["longest_wait_elsewhere_s"] = round(max(waits), 2) if waits else None
+        del kill["at"]
+    by_kind = {kind: [k["longest_wait_elsewhere_s"] for k in kills if k["kind"] == kind
+                      and k["longest_wait_elsewhere_s"] is not None] for kind in ("worker", "instance")}
     figures = {
         "seconds": seconds, "clients": per_instance * 3, "kills": kills,
+        "longest_wait_elsewhere_after_worker_kill_s": max(by_kind["worker"], default=None),
+        "longest_wait_elsewhere_after_instance_kill_s": max(by_kind["instance"], default=None),
         "max_gap_s": max(r["max_gap_s"] for r in results),
         "p99_gap_s": max(r["p99_gap_s"] for r in results),
         "median_gap_s": max(r["median_gap_s"] for r in results),

@@ -25,7 +25,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 CASES = {
     "01_api_call_savings.ipynb": (
-        {**FAST, "INSTANCE_COUNTS": [1, 2, 3], "PER_WORKER_CASE": 3, "WINDOW_S": 3.0,
+        {**FAST, "INSTANCE_COUNTS": [2, 3], "PER_WORKER_CASE": 3, "WINDOW_S": 3.0,
          "TOLERANCE": 0.1, "BUDGET_INSTANCES": 3, "BUDGET_WINDOW_S": 3.0},
         ["01_api_call_savings.png", "01_calls_per_provider.png"],
     ),

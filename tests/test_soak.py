@@ -22,7 +22,6 @@ The figures are written to tests/artifacts/soak.json and docs/RELIABILITY.md.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ import redis
 
 from feed.redisconn.embedded import RedisProcess
 from feed.simulator.server import SimulatedExchange
+from lab.analysis import longest_gap
 from lab.clients import RecordingClient
 from lab.cluster import ServiceInstance
 
@@ -138,15 +138,9 @@ def test_soak(tmp_path, artifacts) -> None:
     for kill in kills:
         # The longest wait for a new snapshot, from 5 s before the kill to 20 s
         # after, on the instances that were not killed.
-        waits = []
-        for name, clients in recorders.items():
-            if name == kill["instance"]:
-                continue
-            for c in clients:
-                end = min(kill["at"] + 20, observed_until)
-                times = [kill["at"] - 5] + [r.t for r in c.new_snapshots()
-                                            if kill["at"] - 5 <= r.t <= end] + [end]
-                waits.append(max(b - a for a, b in itertools.pairwise(times)))
+        start, end = kill["at"] - 5, min(kill["at"] + 20, observed_until)
+        waits = [longest_gap([start, *(r.t for r in c.new_snapshots()), end], start, end)
+                 for name, clients in recorders.items() if name != kill["instance"] for c in clients]
         kill["longest_wait_elsewhere_s"] = round(max(waits), 2) if waits else None
         del kill["at"]
     by_kind = {kind: [k["longest_wait_elsewhere_s"] for k in kills if k["kind"] == kind

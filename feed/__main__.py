@@ -13,7 +13,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "status": ("feed.election.cluster", "print who leads, the epoch and recent leadership events"),
+    "status": ("feed.server.cluster", "print who leads, the epoch and recent leadership events"),
     "sim": ("feed.simulator.cli", "run the simulated exchange (python -m feed sim --port 8090)"),
     "reap": ("feed.election.reaper", "release the lock of a dead worker (run by the Gunicorn master)"),
     "preflight": ("feed.redisconn.preflight", "check that REDIS_URL can be used (run by the master)"),

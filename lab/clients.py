@@ -22,8 +22,8 @@ from typing import Any
 
 import websocket
 
-from feed.election.envelope import parse_iso
 from feed.logs import log_event
+from feed.times import parse_iso
 
 __all__ = ["Received", "RecordingClient"]
 

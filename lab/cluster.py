@@ -38,12 +38,12 @@ import redis
 import requests
 
 from feed.config.settings import Settings
-from feed.election.cluster import recent_events
-from feed.election.envelope import parse_iso
-from feed.election.keys import Keys
+from feed.keys import Keys
 from feed.logs import log_event
 from feed.redisconn.embedded import free_port
+from feed.server.cluster import recent_events
 from feed.simulator.server import SimulatedExchange
+from feed.times import parse_iso
 from lab.clients import RecordingClient
 from lab.procs import LabRedis, LoggedProcess, child_env, register, unregister
 from lab.redis_clock import redis_now

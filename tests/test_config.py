@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from feed.config.settings import Settings
-from feed.election.keys import Keys
 from feed.errors import ConfigError
+from feed.keys import Keys
 from feed.redisconn.url import redact_url
 
 

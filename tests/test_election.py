@@ -11,9 +11,9 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election, ElectionError
-from feed.election.envelope import Envelope
 from feed.election.fence import FencedStore
-from feed.election.keys import Keys
+from feed.envelope import Envelope
+from feed.keys import Keys
 from feed.node.node import FeedNode
 from feed.redisconn.client import connect
 from lab.fake_source import fake_fetcher

@@ -379,8 +379,8 @@ def test_a_killed_leader_worker_is_replaced_at_once_not_after_its_ttl(stack, red
 
 
 def test_reaper_leaves_a_live_leader_alone(redis_proc, rclient) -> None:
-    from feed.election.keys import Keys
     from feed.election.reaper import reap
+    from feed.keys import Keys
 
     rclient.set("websocket:leader", "ws-r1-123-abcd", px=10000)
     assert reap(rclient, Keys(), "ws-r1-12-") is None  # a prefix, not a substring match

@@ -21,8 +21,8 @@ import pytest
 import redis
 
 from feed.election.candidate import Election
-from feed.election.keys import Keys
 from feed.election.presence import Presence, live_nodes
+from feed.keys import Keys
 from feed.redisconn.embedded import RedisProcess, find_redis_server
 from lab.redis_clock import redis_now_ms
 from tests.conftest import python_env

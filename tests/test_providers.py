@@ -12,6 +12,7 @@ import pytest
 
 from feed.config.settings import Settings
 from feed.errors import ConfigError
+from feed.observer import Quiet
 from feed.providers.binance import pair, parse_ticker
 from feed.providers.coingecko import COINGECKO_IDS, auth, ids_for, parse_global, parse_prices
 from feed.providers.feargreed import parse_fng
@@ -268,6 +269,16 @@ def test_sim_without_sim_url_is_a_clear_error() -> None:
 # --- over real HTTP from the simulator ---------------------------------------
 
 
+class Calls(Quiet):
+    """Records every upstream call, as the app's metrics see them."""
+
+    def __init__(self, calls: list[tuple[str, str, float]]) -> None:
+        self.calls = calls
+
+    def upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
+        self.calls.append((provider, outcome, seconds))
+
+
 @pytest.fixture
 def sim() -> SimulatedExchange:
     with SimulatedExchange(seed=7) as exchange:
@@ -276,7 +287,7 @@ def sim() -> SimulatedExchange:
 
 def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
     calls: list[tuple[str, str, float]] = []
-    fetcher = build_fetcher(Settings(sim_url=sim.url), "node-a", on_call=lambda *c: calls.append(c))
+    fetcher = build_fetcher(Settings(sim_url=sim.url), "node-a", observer=Calls(calls))
     try:
         data = fetcher()
     finally:

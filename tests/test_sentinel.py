@@ -19,8 +19,8 @@ from redis.connection import SSLConnection
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election
-from feed.election.envelope import Envelope
 from feed.election.fence import FencedStore
+from feed.envelope import Envelope
 from feed.errors import ConfigError
 from feed.redisconn.client import connect, parse_sentinel_url
 from feed.redisconn.embedded import RedisProcess, free_port

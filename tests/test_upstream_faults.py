@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from feed.config.settings import Settings
-from feed.election.envelope import Envelope
-from feed.election.keys import Keys
+from feed.envelope import Envelope
 from feed.errors import FetchFailed
+from feed.keys import Keys
 from feed.node.node import FeedNode
+from feed.observer import Quiet
 from feed.providers.fetcher import Fetcher, build_fetcher
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.client import connect
@@ -37,13 +38,13 @@ def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
-class Recorder:
-    """An ``on_call`` sink, as the app's metrics will be."""
+class Recorder(Quiet):
+    """An observer of upstream calls, as the app's metrics are."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, float]] = []
 
-    def __call__(self, provider: str, outcome: str, seconds: float) -> None:
+    def upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
         self.calls.append((provider, outcome, seconds))
 
     def count(self, provider: str, outcome: str) -> int:
@@ -70,7 +71,7 @@ def make() -> Iterator[Callable[..., tuple[Fetcher, Recorder]]]:
                                       "binance_interval": 0.01}
         options.update(overrides)
         recorder = Recorder()
-        fetcher = build_fetcher(Settings(**options).validate(), node, on_call=recorder)
+        fetcher = build_fetcher(Settings(**options).validate(), node, observer=recorder)
         made.append(fetcher)
         return fetcher, recorder
 
@@ -347,12 +348,12 @@ def test_step_down_after_failures_moves_leadership(redis_url: str, rclient: redi
         fa, fb = build_fetcher(sa, "node-a"), build_fetcher(sb, "node-b")
         lost: list[dict] = []
 
-        def events_a(name: str, **fields: object) -> None:
-            if name == "lost":
-                lost.append(fields)
+        class Events(Quiet):
+            def lost(self, node: str, epoch: int, reason: str) -> None:
+                lost.append({"node": node, "epoch": epoch, "reason": reason})
 
         ca, cb = connect(redis_url), connect(redis_url)
-        a = FeedNode(sa, ca, fetch=fa, node_id="node-a", on_event=events_a)
+        a = FeedNode(sa, ca, fetch=fa, node_id="node-a", observer=Events())
         b = FeedNode(sb, cb, fetch=fb, node_id="node-b")
         try:
             a.start()

@@ -39,8 +39,8 @@ from feed.config.declare import (
     words,
     words_as,
 )
-from feed.election.keys import DEFAULT_PREFIX, Keys
 from feed.errors import ConfigError
+from feed.keys import DEFAULT_PREFIX, Keys
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import check_redis_url, passwords_in, redact_url
 

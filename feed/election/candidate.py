@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import redis
 
-from feed.election.keys import Keys
 from feed.election.leadership import Callback, Role
 from feed.election.lock import ACQUIRE, RECORD_LOSS, RELEASE, RENEW, LeaderEvent
 from feed.election.presence import RENEW_PRESENT, SETTLE_AFTER_FAILOVER_S, WATCH, Presence, refused
 from feed.errors import MarketfeedError
+from feed.keys import Keys
 from feed.logs import log_event
 from feed.redisconn.health import RedisHealth
 from feed.redisconn.values import text

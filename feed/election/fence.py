@@ -17,8 +17,8 @@ from typing import Protocol
 
 import redis
 
-from feed.election.envelope import Envelope
-from feed.election.keys import Keys
+from feed.envelope import Envelope
+from feed.keys import Keys
 from feed.redisconn.values import text
 
 __all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "Term", "UnfencedStore", "WriteResult",

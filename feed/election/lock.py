@@ -34,7 +34,7 @@ from typing import Any
 
 import redis
 
-from feed.election.keys import Keys
+from feed.keys import Keys
 from feed.redisconn.values import text
 
 __all__ = [

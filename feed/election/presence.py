@@ -47,8 +47,8 @@ from typing import Any
 
 import redis
 
-from feed.election.keys import Keys
 from feed.election.lock import RECORD, TAKE
+from feed.keys import Keys
 from feed.logs import log_event
 from feed.redisconn.values import text
 

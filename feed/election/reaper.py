@@ -22,9 +22,9 @@ import sys
 import redis
 
 from feed.config.settings import Settings
-from feed.election.keys import Keys
 from feed.election.lock import RELEASE_DEAD
 from feed.errors import ConfigError
+from feed.keys import Keys
 from feed.logs import configure_logging, log_event, redact_text
 from feed.redisconn.values import text
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from feed.election.envelope import Envelope, EnvelopeError
 from feed.election.lock import LeaderEvent
 from feed.election.presence import refused
+from feed.envelope import Envelope, EnvelopeError
 from feed.logs import log_event, redact_text
 from feed.redisconn.health import RedisHealth
 from feed.redisconn.values import text
@@ -115,7 +115,7 @@ class FollowerRole:
     def _lost(self, exc: Exception) -> None:
         if self.presence is not None:
             self.presence.down()
-            self.node.emit("presence", up=False)
+            self.node.notify(lambda o: o.presence(False), "presence")
         self._set_ok(False, exc)
 
     def _listen(self, pubsub: Any) -> None:
@@ -132,7 +132,7 @@ class FollowerRole:
                 # Redis has our presence again: a leader renews at once, and
                 # acts again when that renewal confirms the lock is still its own.
                 self.presence.up()
-                node.emit("presence", up=True)
+                node.notify(lambda o: o.presence(True), "presence")
                 node.leadership.wake()
             now = time.monotonic()
             if now - node.last_delivery > self.fallback and now - last_read > self.fallback:
@@ -157,7 +157,7 @@ class FollowerRole:
     def _set_ok(self, ok: bool, exc: Exception | None = None) -> None:
         node, health = self.node, self.health
         if ok != health.ok:
-            node.emit("redis", ok=ok)
+            node.notify(lambda o: o.redis_reachable(ok), "redis_reachable")
             if not ok and health.ok is not None:
                 log_event(log, "subscription_lost", logging.WARNING, node=node.node_id,
                           role=node.role, error=redact_text(f"{type(exc).__name__}: {exc}"))

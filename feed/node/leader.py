@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from feed.election.envelope import Envelope
 from feed.election.fence import Term
 from feed.election.leadership import Role
+from feed.envelope import Envelope
 from feed.errors import FetchFailed
 from feed.logs import log_event
 
@@ -122,7 +122,8 @@ class LeaderRole:
                 raise FetchFailed(f"fetch returned {type(data).__name__}, not a dict")
         except Exception as exc:  # noqa: BLE001 - any failure of the fetch is counted
             self.failures += 1
-            node.emit("fetch", outcome="error", seconds=time.monotonic() - t0)
+            seconds = time.monotonic() - t0
+            node.notify(lambda o: o.fetched(False, seconds), "fetched")
             log_event(log, "fetch_failed", logging.WARNING, node=node.node_id, role=node.role,
                       epoch=epoch, failures_in_a_row=self.failures,
                       error=f"{type(exc).__name__}: {exc}")
@@ -134,7 +135,8 @@ class LeaderRole:
             self.maybe_step_down(epoch)
             return
         self.failures = 0
-        node.emit("fetch", outcome="ok", seconds=time.monotonic() - t0)
+        seconds = time.monotonic() - t0
+        node.notify(lambda o: o.fetched(True, seconds), "fetched")
         self.publish(epoch, started, data)
 
     def may_act(self) -> bool:
@@ -159,7 +161,7 @@ class LeaderRole:
         try:
             result = node.store.write(node.node_id, env)
         except redis.RedisError as exc:
-            node.emit("write", outcome="error")
+            node.notify(lambda o: o.written("error"), "written")
             log_event(log, "write_failed", logging.WARNING, node=node.node_id, role=node.role,
                       epoch=epoch, seq=env.seq, error=f"{type(exc).__name__}: {exc}")
             # Unknown whether it landed. A store that publishes delivers it
@@ -168,12 +170,12 @@ class LeaderRole:
                 node.offer(env)
             return
         if result.ok:
-            node.emit("write", outcome="ok")
+            node.notify(lambda o: o.written("ok"), "written")
             node.offer(env)
             log_event(log, "snapshot_published", logging.DEBUG, node=node.node_id,
                       role=Role.LEADER, epoch=epoch, seq=env.seq, receivers=result.receivers)
         else:
-            node.emit("write", outcome="refused")
+            node.notify(lambda o: o.written("refused"), "written")
             log_event(log, "write_refused", logging.WARNING, node=node.node_id,
                       role=node.role, epoch=epoch, seq=env.seq, reason=result.reason)
             node.leadership.lose(epoch, "write_refused")

@@ -22,15 +22,16 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election
-from feed.election.envelope import Envelope, EnvelopeError
 from feed.election.fence import FencedStore, SnapshotStore, Term, UnfencedStore
 from feed.election.identity import make_node_id
 from feed.election.leadership import Leadership, Role
 from feed.election.presence import Presence
 from feed.election.solo import Solo
+from feed.envelope import Envelope, EnvelopeError
 from feed.logs import log_event
 from feed.node.follower import FollowerRole
 from feed.node.leader import LeaderRole
+from feed.observer import Observer, Quiet, notify
 from feed.redisconn.url import redact_url
 
 __all__ = ["FeedNode", "choose_leadership"]
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 # fetch(term, previous) -> snapshot data; see feed/providers/fetcher.py.
 Fetch = Callable[[Term, Envelope | None], dict]
 Listener = Callable[[Envelope], None]
-EventSink = Callable[..., None]
 
 
 def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
@@ -63,8 +63,8 @@ class FeedNode:
     ``fetch(term, previous)`` returns the snapshot's ``data`` or raises (any
     exception is a failed fetch; :class:`~feed.errors.FetchFailed` is the
     expected one).
-    ``on_event(name, **fields)`` receives ``fetch``, ``write``, ``elected``,
-    ``lost``, ``snapshot``, ``redis`` and ``presence`` events, for metrics. ``clients()``
+    ``observer`` (feed/observer.py) is told of terms, fetches, writes,
+    deliveries and the paths to Redis, for metrics. ``clients()``
     counts this node's WebSocket clients, for the cluster's node list.
     """
 
@@ -76,7 +76,7 @@ class FeedNode:
         listener: Listener | None = None,
         *,
         node_id: str | None = None,
-        on_event: EventSink | None = None,
+        observer: Observer | None = None,
         thread_class: type = threading.Thread,
         event_class: type = threading.Event,
         clients: Callable[[], int] | None = None,
@@ -85,7 +85,7 @@ class FeedNode:
         self.client = client
         self.listener = listener
         self.node_id = node_id or settings.node_id or make_node_id(settings.replica_id)
-        self.on_event = on_event
+        self.observer: Observer = observer or Quiet()
         self.thread_class = thread_class
         self.keys = settings.keys
         # Presence goes with the election (feed/election/presence.py); None: the TTL alone.
@@ -196,7 +196,7 @@ class FeedNode:
             self._latest = env
             self.last_delivery = time.monotonic()
             self.leadership.observe_epoch(env.epoch)
-            self.emit("snapshot", epoch=env.epoch, seq=env.seq)
+            self.notify(lambda o: o.delivered(env.epoch, env.seq), "delivered")
             if self.listener is not None:
                 try:
                     self.listener(env)
@@ -218,16 +218,13 @@ class FeedNode:
 
     # --- leadership callbacks ---------------------------------------------
     def _on_elected(self, epoch: int, how: str = "free") -> None:
-        self.emit("elected", epoch=epoch, how=how)
+        self.notify(lambda o: o.elected(self.node_id, epoch, how), "elected")
         self.leader.wake()
 
     def _on_lost(self, epoch: int, reason: str) -> None:
-        self.emit("lost", epoch=epoch, reason=reason)
+        self.notify(lambda o: o.lost(self.node_id, epoch, reason), "lost")
         self.leader.wake()
 
-    def emit(self, name: str, **fields: Any) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(name, node=self.node_id, **fields)
-            except Exception:
-                log.exception("event sink failed", extra={"fields": {"event": "sink_error"}})
+    def notify(self, call: Callable[[Observer], object], event: str) -> None:
+        """Tell the observer of an event; an observer that fails never stops the node."""
+        notify(lambda: call(self.observer), event)

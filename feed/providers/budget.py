@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import redis
 
 from feed.election.fence import FENCE, Term
-from feed.election.keys import Keys
+from feed.keys import Keys
 from feed.redisconn.values import text
 
 __all__ = ["SAVE", "Block", "Budget", "BudgetStore", "MemoryBudgetStore", "RedisBudgetStore", "upstream_view",

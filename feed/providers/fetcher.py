@@ -31,14 +31,15 @@ from typing import Any
 import redis
 
 from feed.config.settings import Settings
-from feed.election.envelope import Envelope
 from feed.election.fence import Term
+from feed.envelope import Envelope
 from feed.errors import ConfigError, FetchFailed
 from feed.logs import log_event
+from feed.observer import Observer, notify
 from feed.providers import binance, coingecko, feargreed
 from feed.providers.budget import Block, Budget, BudgetStore, MemoryBudgetStore
 from feed.providers.snapshot import CallResult, Freshness, Kept, ProviderStatus, assemble, has_data
-from feed.providers.transport import Call, CallFailed, HttpClient, OnCall, Reply
+from feed.providers.transport import Call, CallFailed, HttpClient, Reply
 from feed.redisconn.url import redact_url
 
 __all__ = ["PROVIDERS", "Fetcher", "Plan", "base_urls", "build_fetcher", "fetch_budget"]
@@ -158,8 +159,6 @@ class Fetcher:
         self.kept: dict[str, Kept] = {}
         self.status: dict[str, ProviderStatus] = {p: ProviderStatus() for p in plan.providers}
         self.last: dict | None = None  # the last snapshot data, for inspection
-        # on_state(provider, blocked_for_s, {minute, day, month: calls}) after every tick (metrics).
-        self.on_state: Callable[[str, float, dict[str, int]], None] | None = None
         self._last_missing: list[str] = []
         self._next_sentiment: float | None = None
         if plan.coingecko_unknown and "coingecko" in plan.providers:
@@ -199,9 +198,10 @@ class Fetcher:
             log_event(log, "budget_write_failed", logging.WARNING, node=self.node_id, epoch=term.epoch,
                       error=f"{type(exc).__name__}: {exc}")
         statuses = self._statuses(now)
-        if self.on_state is not None:
-            for provider, st in statuses.items():
-                self.on_state(provider, st.blocked_for_s or 0.0, self.budget.calls(provider))
+        observer = self.client.observer
+        for provider, st in statuses.items():
+            blocked, calls = st.blocked_for_s or 0.0, self.budget.calls(provider)
+            notify(lambda p=provider, b=blocked, c=calls: observer.upstream_state(p, b, c), "upstream_state")
         data = assemble(self.plan.symbols, self.plan.providers, self.kept, self._freshness(now),
                         statuses, now)
         attempted = [r for r in results if r.call.part != "symbols"]
@@ -550,7 +550,7 @@ class Fetcher:
 
 
 def _when(section: dict[str, Any], default: float) -> float:
-    from feed.election.envelope import parse_iso
+    from feed.times import parse_iso
 
     try:
         return parse_iso(section["fetched_at"])
@@ -564,9 +564,8 @@ def _month_end(now: float) -> float:
     return datetime(t.year, t.month, days, tzinfo=UTC).timestamp() + 86400.0
 
 
-def build_fetcher(settings: Settings, node_id: str, on_call: OnCall | None = None,
-                  store: BudgetStore | None = None,
-                  on_state: Callable[[str, float, dict[str, int]], None] | None = None) -> Fetcher:
+def build_fetcher(settings: Settings, node_id: str, observer: Observer | None = None,
+                  store: BudgetStore | None = None) -> Fetcher:
     """The fetcher for ``settings``; raises ConfigError naming SIM_URL if it is needed.
 
     ``store`` holds the budget (Redis for an elected leader, memory by default).
@@ -578,7 +577,7 @@ def build_fetcher(settings: Settings, node_id: str, on_call: OnCall | None = Non
         read_timeout=settings.http_read_timeout,
         retries=settings.http_retries,
         max_bytes=settings.max_response_bytes,
-        on_call=on_call,
+        observer=observer,
         # Our node ids are for the simulated exchange, never for a third party.
         send_node_header=settings.upstream == "sim",
     )
@@ -586,6 +585,4 @@ def build_fetcher(settings: Settings, node_id: str, on_call: OnCall | None = Non
               providers=list(settings.providers), symbols=list(settings.symbols),
               urls={p: redact_url(u) for p, u in plan.urls.items()}, intervals=plan.intervals,
               deadline_s=fetch_budget(settings), coingecko_key=bool(settings.coingecko_api_key))
-    fetcher = Fetcher(client, plan, store, deadline=fetch_budget(settings))
-    fetcher.on_state = on_state
-    return fetcher
+    return Fetcher(client, plan, store, deadline=fetch_budget(settings))

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from feed.election.envelope import iso_utc
 from feed.providers.transport import Call, CallFailed
+from feed.times import iso_utc
 
 __all__ = ["PRICE_PREFERENCE", "CallResult", "Freshness", "Kept", "ProviderStatus", "assemble", "has_data"]
 

@@ -29,6 +29,7 @@ from requests.adapters import HTTPAdapter
 
 from feed import __version__
 from feed.logs import log_event
+from feed.observer import Observer, Quiet, notify
 from feed.providers.names import NODE_HEADER
 from feed.providers.validate import InvalidResponse, loads_strict
 
@@ -38,7 +39,6 @@ __all__ = [
     "Call",
     "CallFailed",
     "HttpClient",
-    "OnCall",
     "Reply",
     "make_session",
     "parse_retry_after",
@@ -60,7 +60,6 @@ MIN_ATTEMPT = 0.05  # no attempt is started with less time than this left
 CHUNK = 64 * 1024
 ERROR_BODY_BYTES = 4096  # of an error answer, enough for the provider's message
 
-OnCall = Callable[[str, str, float], None]
 Explain = Callable[[int, bytes, str], "tuple[int | None, str]"]
 
 
@@ -164,8 +163,8 @@ def _weight(headers: Any) -> int | None:
 class HttpClient:
     """Runs :class:`Call` objects over one session; see the module docstring.
 
-    ``on_call(provider, outcome, seconds)`` is told about every attempt (and
-    every skipped call, through :meth:`record`); ``stats`` counts the same
+    ``observer.upstream_call(provider, outcome, seconds)`` is told about every
+    attempt (and every skipped call, through :meth:`record`); ``stats`` counts the same
     by ``(provider, outcome)``.
     """
 
@@ -177,7 +176,7 @@ class HttpClient:
         read_timeout: float = 5.0,
         retries: int = 2,
         max_bytes: int = 1_000_000,
-        on_call: OnCall | None = None,
+        observer: Observer | None = None,
         session: requests.Session | None = None,
         send_node_header: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -194,7 +193,7 @@ class HttpClient:
         self.read_timeout = read_timeout
         self.retries = retries
         self.max_bytes = max_bytes
-        self.on_call = on_call
+        self.observer: Observer = observer or Quiet()
         self.session = session or make_session(node_id if send_node_header else None)
         self.clock = clock
         self.stats: Counter[tuple[str, str]] = Counter()
@@ -306,15 +305,10 @@ class HttpClient:
         return bytes(body)
 
     def record(self, provider: str, outcome: str, seconds: float) -> None:
-        """Count one attempt (or one skipped call) and tell ``on_call``."""
+        """Count one attempt (or one skipped call) and tell the observer."""
         with self._lock:
             self.stats[(provider, outcome)] += 1
-        if self.on_call is not None:
-            try:
-                self.on_call(provider, outcome, seconds)
-            except Exception:
-                log.exception("on_call failed", extra={"fields": {
-                    "event": "on_call_error", "node": self.node_id, "provider": provider}})
+        notify(lambda: self.observer.upstream_call(provider, outcome, seconds), "upstream_call")
 
     def close(self) -> None:
         self._closed.set()

@@ -25,8 +25,8 @@ import sys
 import redis
 
 from feed.config.settings import Settings
-from feed.election.keys import Keys
 from feed.errors import ConfigError
+from feed.keys import Keys
 from feed.logs import redact_text
 from feed.redisconn.health import misconfiguration
 from feed.redisconn.url import redact_url

@@ -12,7 +12,7 @@ adds them here once per broadcast.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,7 +35,10 @@ def multiprocess_dir() -> str | None:
 
 
 class Metrics:
-    """Every metric of one process; ``node`` labels the per-node gauges."""
+    """Every metric of one process; ``node`` labels the per-node gauges.
+
+    It is the service's :class:`~feed.observer.Observer`: each event updates its metrics.
+    """
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -45,7 +48,7 @@ class Metrics:
                             registry=r, multiprocess_mode="livesum")
         self.redis_up = Gauge("marketfeed_redis_up", "1 while this node reaches Redis", ["node"],
                               registry=r, multiprocess_mode="livesum")
-        self.presence = Gauge("marketfeed_presence", "1 while Redis sees this node's presence "
+        self.presence_up = Gauge("marketfeed_presence", "1 while Redis sees this node's presence "
                               "subscription (docs/RELIABILITY.md)", ["node"],
                               registry=r, multiprocess_mode="livesum")
         self.leadership_changes = Counter(
@@ -83,20 +86,20 @@ class Metrics:
         self.fetched_at = Gauge("marketfeed_snapshot_fetched_timestamp_seconds",
                                 "fetched_at of the newest snapshot (unix seconds)",
                                 registry=r, multiprocess_mode="livemax")
-        self.clients = Gauge("marketfeed_ws_clients", "Connected WebSocket clients", ["node"],
+        self.ws_clients = Gauge("marketfeed_ws_clients", "Connected WebSocket clients", ["node"],
                              registry=r, multiprocess_mode="livesum")
         self.connections = Counter("marketfeed_ws_connections_total",
                                    "WebSocket connections accepted", registry=r)
         self.rejected = Counter("marketfeed_ws_rejected_total",
                                 "WebSocket upgrades refused, by reason", ["reason"], registry=r)
-        self.closed = Counter("marketfeed_ws_closed_total", "WebSocket connections ended, by close code",
+        self.ws_closed = Counter("marketfeed_ws_closed_total", "WebSocket connections ended, by close code",
                               ["code"], registry=r)
         self.sent = Counter("marketfeed_ws_messages_sent_total",
                             "Messages written to WebSocket clients, by kind", ["kind"], registry=r)
         self.superseded = Counter("marketfeed_ws_snapshots_superseded_total",
                                   "Snapshots a slow client skipped because a newer one replaced them",
                                   registry=r)
-        self.slow_dropped = Counter("marketfeed_ws_slow_clients_dropped_total",
+        self.slow_clients_dropped = Counter("marketfeed_ws_slow_clients_dropped_total",
                                     "Clients closed for making no progress reading", registry=r)
         self.bad_messages = Counter("marketfeed_ws_bad_messages_total",
                                     "Client messages refused, by error", ["error"], registry=r)
@@ -104,39 +107,65 @@ class Metrics:
                                            "Time to hand one snapshot to every client of a worker",
                                            buckets=_FAST, registry=r)
         self.leader.labels(node).set(0)
-        self.clients.labels(node).set(0)
+        self.ws_clients.labels(node).set(0)
 
-    # --- node events (FeedNode's on_event) ---------------------------------
-    def on_node_event(self, name: str, **f: Any) -> None:
-        if name == "fetch":
-            self.fetches.labels(f["outcome"]).inc()
-            self.fetch_seconds.observe(f["seconds"])
-        elif name == "write":
-            self.writes.labels(f["outcome"]).inc()
-        elif name == "elected":
-            self.leader.labels(self.node).set(1)
-            change = "took_over" if f.get("how") == "presence_lost" else "acquired"
-            self.leadership_changes.labels(self.node, change).inc()
-        elif name == "lost":
-            self.leader.labels(self.node).set(0)
-            self.leadership_changes.labels(self.node, f.get("reason", "lost")).inc()
-        elif name == "snapshot":
-            self.snapshots.inc()
-            self.epoch.set(f["epoch"])
-        elif name == "redis":
-            self.redis_up.labels(self.node).set(1 if f["ok"] else 0)
-        elif name == "presence":
-            self.presence.labels(self.node).set(1 if f["up"] else 0)
+    # --- the Observer (feed/observer.py) ---------------------------------------
+    def elected(self, node: str, epoch: int, how: str) -> None:
+        self.leader.labels(self.node).set(1)
+        self.leadership_changes.labels(self.node, "took_over" if how == "presence_lost" else "acquired").inc()
 
-    def on_upstream_state(self, provider: str, blocked_for: float, calls: dict[str, int]) -> None:
+    def lost(self, node: str, epoch: int, reason: str) -> None:
+        self.leader.labels(self.node).set(0)
+        self.leadership_changes.labels(self.node, reason).inc()
+
+    def fetched(self, ok: bool, seconds: float) -> None:
+        self.fetches.labels("ok" if ok else "error").inc()
+        self.fetch_seconds.observe(seconds)
+
+    def written(self, outcome: str) -> None:
+        self.writes.labels(outcome).inc()
+
+    def delivered(self, epoch: int, seq: int) -> None:
+        self.snapshots.inc()
+        self.epoch.set(epoch)
+
+    def redis_reachable(self, ok: bool) -> None:
+        self.redis_up.labels(self.node).set(1 if ok else 0)
+
+    def presence(self, up: bool) -> None:
+        self.presence_up.labels(self.node).set(1 if up else 0)
+
+    def upstream_state(self, provider: str, blocked_for: float, calls: Mapping[str, int]) -> None:
         self.upstream_blocked.labels(provider).set(blocked_for)
         for window, n in calls.items():
             self.upstream_window.labels(provider, window).set(n)
 
-    def on_upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
+    def upstream_call(self, provider: str, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(provider, outcome).inc()
         if outcome != "skipped":
             self.upstream_seconds.labels(provider).observe(seconds)
+
+    def broadcast(self, handed: int, superseded: int, fetched_at: float, seconds: float) -> None:
+        self.sent.labels("snapshot").inc(handed)
+        if superseded:
+            self.superseded.inc(superseded)
+        self.fetched_at.set(fetched_at)
+        self.broadcast_seconds.observe(seconds)
+
+    def clients(self, count: int) -> None:
+        self.ws_clients.labels(self.node).set(count)
+
+    def connected(self) -> None:
+        self.connections.inc()
+
+    def bad_message(self, error: str) -> None:
+        self.bad_messages.labels(error).inc()
+
+    def closed(self, code: str) -> None:
+        self.ws_closed.labels(code).inc()
+
+    def slow_dropped(self) -> None:
+        self.slow_clients_dropped.inc()
 
     # --- exposition ----------------------------------------------------------
     def render(self) -> bytes:

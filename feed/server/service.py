@@ -16,13 +16,13 @@ from typing import Any
 import redis
 
 from feed.config.settings import Settings
-from feed.election.cluster import cluster_view
 from feed.election.identity import make_node_id, opaque_label
 from feed.errors import MarketfeedError
 from feed.logs import log_event, redact_text
 from feed.node.node import FeedNode
 from feed.redisconn.client import connect
 from feed.redisconn.url import redact_url
+from feed.server.cluster import cluster_view
 from feed.server.metrics import Metrics
 from feed.ws.hub import Hub
 
@@ -55,14 +55,13 @@ class FeedService:
             # An elected leader shares the upstream budget through Redis; without
             # an election every node keeps its own (the original design).
             store = RedisBudgetStore(self.client, settings.keys) if settings.election else None
-            self._fetcher = build_fetcher(settings, self.node_id, self.metrics.on_upstream_call, store,
-                                          self.metrics.on_upstream_state)
+            self._fetcher = build_fetcher(settings, self.node_id, self.metrics, store)
             fetch = self._fetcher
         # With internals hidden, clients see opaque node labels and a short status.
         self.label = partial(opaque_label, key=settings.operator_token or settings.key_prefix) \
             if settings.opaque_node_ids else None
         self.hub = Hub(
-            self.node_id, metrics=self.metrics, stale_after=settings.stale_after,
+            self.node_id, observer=self.metrics, stale_after=settings.stale_after,
             ping_interval=settings.ping_interval, send_timeout=settings.send_timeout,
             max_message_bytes=settings.max_message_bytes,
             commands_per_second=settings.commands_per_second, send_buffer=settings.send_buffer,
@@ -70,7 +69,7 @@ class FeedService:
             status=self.client_status, label=self.label,
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
-                             node_id=self.node_id, on_event=self.metrics.on_node_event,
+                             node_id=self.node_id, observer=self.metrics,
                              clients=lambda: len(self.hub.clients))
         self.started = False
         self.stopping = False

@@ -12,7 +12,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from feed.election.envelope import iso_utc
+from feed.times import iso_utc
 
 __all__ = ["CallStats"]
 

@@ -16,20 +16,19 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gevent
 
-from feed.election.envelope import Envelope, iso_utc
+from feed.envelope import Envelope
 from feed.logs import log_event
+from feed.observer import Observer, Quiet, notify
+from feed.times import iso_utc
 from feed.ws.broadcast import broadcast
 from feed.ws.connection import ClientConnection
 from feed.ws.frames import PING, text_frame
 from feed.ws.protocol import CloseCode, CommandError, close_label, error_message, parse_command
 from feed.ws.takeover import TakenOver
-
-if TYPE_CHECKING:
-    from feed.server.metrics import Metrics
 
 __all__ = ["Hub"]
 
@@ -45,7 +44,7 @@ class Hub:
         self,
         served_by: str,
         *,
-        metrics: Metrics | None = None,
+        observer: Observer | None = None,
         stale_after: float = 15.0,
         ping_interval: float = 25.0,
         send_timeout: float = 10.0,
@@ -61,7 +60,7 @@ class Hub:
         # How node ids appear in client frames (as they are, or opaque).
         self.label = label or (lambda node: node)
         self.public_served_by = self.label(served_by)
-        self.metrics = metrics
+        self.observer: Observer = observer or Quiet()
         self.stale_after = stale_after
         self.ping_interval = ping_interval
         self.send_timeout = send_timeout
@@ -105,13 +104,9 @@ class Hub:
         self.latest, self.latest_frame, self.latest_stale = env, frame, stale
         self.latest_aged = env.age(time.time()) > self.stale_after
         done = broadcast(self.clients, frame, self.send_threads)
-        if self.metrics is not None:
-            m = self.metrics
-            m.sent.labels("snapshot").inc(done.handed)
-            if done.superseded:
-                m.superseded.inc(done.superseded)
-            m.fetched_at.set(env.fetched_at)
-            m.broadcast_seconds.observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        notify(lambda: self.observer.broadcast(done.handed, done.superseded, env.fetched_at, seconds),
+               "broadcast")
 
     def _is_stale(self, env: Envelope) -> bool:
         """Old (no new snapshot for a while), or made only of sections whose providers fail."""
@@ -146,9 +141,8 @@ class Hub:
             except OSError:
                 pass
         self.clients.add(conn)
-        if self.metrics is not None:
-            self.metrics.clients.labels(self.served_by).set(len(self.clients))
-            self.metrics.connections.inc()
+        notify(self.observer.connected, "connected")
+        notify(lambda: self.observer.clients(len(self.clients)), "clients")
         if not self.accepting:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
         elif self.latest_frame is not None:
@@ -175,8 +169,8 @@ class Hub:
             cmd = parse_command(text)
         except CommandError as exc:
             conn.errors += 1
-            if self.metrics is not None:
-                self.metrics.bad_messages.labels(exc.code).inc()
+            code = exc.code
+            notify(lambda: self.observer.bad_message(code), "bad_message")
             if conn.errors > MAX_ERRORS:
                 conn.close(CloseCode.POLICY, "too many invalid messages")
                 return
@@ -205,9 +199,8 @@ class Hub:
     def on_closed(self, conn: ClientConnection) -> None:
         self.clients.discard(conn)
         self.blocked.discard(conn)
-        if self.metrics is not None:
-            self.metrics.clients.labels(self.served_by).set(len(self.clients))
-            self.metrics.closed.labels(close_label(conn.close_code)).inc()
+        notify(lambda: self.observer.clients(len(self.clients)), "clients")
+        notify(lambda: self.observer.closed(close_label(conn.close_code)), "closed")
         # A close the client chose is its own business (and its code is its
         # own choice): logged only when the server closed for a reason.
         if not conn.by_client and conn.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY,
@@ -251,8 +244,7 @@ class Hub:
         for conn in list(self.blocked):
             stalled = conn.stalled_for(now)
             if stalled > self.send_timeout:
-                if self.metrics is not None:
-                    self.metrics.slow_dropped.inc()
+                notify(self.observer.slow_dropped, "slow_dropped")
                 log_event(log, "slow_client_dropped", logging.WARNING, node=self.served_by,
                           client=conn.id, remote=conn.remote, stalled_s=round(stalled, 1),
                           superseded=conn.superseded)

@@ -10,30 +10,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Envelope", "EnvelopeError", "iso_utc", "parse_iso"]
+from feed.times import iso_utc, parse_iso
+
+__all__ = ["Envelope", "EnvelopeError"]
 
 
 class EnvelopeError(ValueError):
     """Bytes that are not a valid envelope (corrupt cache, foreign publisher)."""
-
-
-def iso_utc(ts: float) -> str:
-    """Unix seconds -> ``2026-11-26T13:00:00.123Z``."""
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> float:
-    """Inverse of :func:`iso_utc` (accepts any ISO 8601 time with a zone)."""
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        raise ValueError("time without a zone")
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)

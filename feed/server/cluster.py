@@ -15,12 +15,12 @@ from typing import Any
 import redis
 
 from feed.config.settings import Settings
-from feed.election.envelope import EnvelopeError
 from feed.election.fence import read_cached
-from feed.election.keys import Keys
 from feed.election.lock import recent_events
 from feed.election.presence import live_nodes
+from feed.envelope import EnvelopeError
 from feed.errors import ConfigError
+from feed.keys import Keys
 from feed.providers.budget import upstream_view
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import redact_url

@@ -17,7 +17,7 @@ Side by side, in one run, on one Redis:
 
 Time without a leader = from the signal to a new holder of
 ``websocket:leader`` (both on Redis's clock; the key is polled every 5 ms,
-or, for the instance kills, the ``acquired`` entry of the history stream).
+or, for the instance kills, the ``acquired`` entry of the leadership log).
 
     .venv/bin/python -m bench.failover               # 20 trials each (~25 min)
     .venv/bin/python -m bench.failover --trials 3    # a quick look

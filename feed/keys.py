@@ -55,8 +55,8 @@ class Keys:
         return self.name("leader-events")
 
     @property
-    def events(self) -> str:
-        """Stream: the leadership history (acquired, released, lost)."""
+    def leadership_log(self) -> str:
+        """Stream: the leadership log (acquired, released, stepped_down, lost), capped."""
         return self.name("events")
 
     @property

@@ -2,7 +2,7 @@
 
 Measured side (our service, from a :class:`lab.cluster.Cluster`):
 
-* :func:`leadership_terms`  who led when, from the ``websocket:events`` history;
+* :func:`leadership_terms`  who led when, from the ``websocket:events`` leadership log;
 * :func:`measure_failover`  one fault: time without a leader (Redis clock at
   both ends), the longest gap between new snapshots on surviving clients,
   duplicate and skipped fetches around the handoff;
@@ -68,7 +68,7 @@ class Term:
 
 def leadership_terms(events: Sequence[dict[str, Any]], faults: Iterable[Any] = (),
                      end: float | None = None) -> list[Term]:
-    """Terms from the history; ``faults`` (objects with kind, node, t) cut terms short."""
+    """Terms from the leadership log; ``faults`` (objects with kind, node, t) cut terms short."""
     cuts = {}
     for f in faults:
         cuts.setdefault(f.node, []).append((f.t, f.kind))

@@ -5,7 +5,7 @@ and N Gunicorn instances of the service with W workers each, exactly as
 ``gunicorn -c gunicorn.conf.py`` runs in production; only the timing may be
 scaled down. It can find the leader worker and kill (SIGKILL), stop
 (SIGTERM) or pause (SIGSTOP, then SIGCONT) it, or kill its whole instance
-(and start it again); read the leadership history
+(and start it again); read the leadership log
 (the ``websocket:events`` stream) and the exchange's call counts, and attach
 WebSocket clients that record every message with its receive time::
 
@@ -41,7 +41,7 @@ from feed.config.settings import Settings
 from feed.keys import Keys
 from feed.logs import log_event
 from feed.redisconn.embedded import free_port
-from feed.server.cluster import recent_events
+from feed.server.cluster import read_leadership_log
 from feed.simulator.server import SimulatedExchange
 from feed.times import parse_iso
 from lab.clients import RecordingClient
@@ -286,7 +286,7 @@ class Cluster:
             out.extend(inst.nodes.values())
         return out
 
-    # --- Redis: time, leader, history ----------------------------------
+    # --- Redis: time, leader, leadership log ----------------------------------
     @property
     def redis(self) -> redis.Redis:
         if self.client is None:
@@ -294,7 +294,7 @@ class Cluster:
         return self.client
 
     def redis_time(self) -> float:
-        """Redis TIME in unix seconds: the clock of the leadership history."""
+        """Redis TIME in unix seconds: the clock of the leadership log."""
         return redis_now(self.redis)
 
     def leader_node(self) -> str | None:
@@ -345,8 +345,8 @@ class Cluster:
         return snap
 
     def events(self, count: int = 10_000) -> list[dict[str, Any]]:
-        """The leadership history (``websocket:events``), oldest first; ``ts`` in seconds."""
-        return recent_events(self.redis, self.keys, count)
+        """The leadership log (``websocket:events``), oldest first; ``ts`` in seconds."""
+        return read_leadership_log(self.redis, self.keys, count)
 
     def wait_acquired(self, after: Fault | float, timeout: float | None = None) -> dict[str, Any]:
         """The first ``acquired`` event after a fault (or a Redis time), by another node."""

@@ -1,4 +1,4 @@
-"""Redis's own clock, the one the leadership history is written in.
+"""Redis's own clock, the one the leadership log is written in.
 
 Times measured across processes (a fault sent here, an acquisition recorded
 by a script there) are compared on this clock, never on a local one. One

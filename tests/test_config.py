@@ -33,12 +33,12 @@ def test_environment_names_are_the_original_ones() -> None:
 
 def test_one_prefix_renames_every_key() -> None:
     keys = Settings.from_env({"KEY_PREFIX": "staging"}).keys
-    names = [keys.leader, keys.epoch, keys.data, keys.updates, keys.leader_events, keys.events]
+    names = [keys.leader, keys.epoch, keys.data, keys.updates, keys.leader_events, keys.leadership_log]
     assert all(n.startswith("staging:") for n in names)
     assert len(set(names)) == len(names)
     default = Keys()
     assert not set(names) & {default.leader, default.epoch, default.data, default.updates,
-                             default.leader_events, default.events}
+                             default.leader_events, default.leadership_log}
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import redis
 from feed.config.settings import Settings
 from feed.election.candidate import Election, ElectionError
 from feed.election.fence import FencedStore
+from feed.election.lock import ScriptReplyError
 from feed.envelope import Envelope
 from feed.keys import Keys
 from feed.node.node import FeedNode
@@ -329,3 +330,28 @@ def test_follower_sleeps_until_the_lock_expires(rclient: redis.Redis) -> None:
     b.wake = lambda: woke.append(True)  # what the node calls on a release event
     assert a.release()
     assert b.step() == b.renew_interval and b.is_leader
+
+
+@pytest.mark.parametrize("reply", ["return {7, 1, 1}", "return {1}", "return 'OK'", "return {0}"])
+def test_an_unknown_acquire_reply_raises_and_never_leads(rclient: redis.Redis, reply: str) -> None:
+    # A script of another version under the same name: its answer is not taken for success.
+    e = make(rclient, "node-x")
+    e._acquire = rclient.register_script(reply)
+    with pytest.raises(ScriptReplyError):
+        e.try_acquire()
+    assert not e.is_leader
+    with pytest.raises(ScriptReplyError):
+        e.step()  # run() catches it, logs script_reply_unexpected and backs off
+    assert rclient.get(Keys().leader) is None
+
+
+def test_an_unknown_renew_or_write_reply_raises(rclient: redis.Redis) -> None:
+    e = make(rclient, "node-r")
+    assert e.try_acquire().acquired
+    e._renew = rclient.register_script("return 5")
+    with pytest.raises(ScriptReplyError):
+        e.renew()
+    store = FencedStore(rclient)
+    store._write = rclient.register_script("return {0, 'maybe'}")
+    with pytest.raises(ScriptReplyError):
+        store.write("node-r", env(e.epoch, 1, "node-r"))

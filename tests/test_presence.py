@@ -69,7 +69,7 @@ class Node:
 
 
 def history(r: redis.Redis) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(KEYS.events)]
+    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(KEYS.leadership_log)]
 
 
 def test_the_deputy_takes_over_from_a_vanished_leader_after_the_grace_period(redis_url, rclient) -> None:

@@ -245,7 +245,7 @@ def test_a_connection_that_lands_on_a_replica_moves_to_the_master(sentinels) -> 
 
 
 def acquisitions(client: redis.Redis) -> list[tuple[int, str, int]]:
-    """(ms, node, epoch) of every 'acquired' event in the history stream."""
+    """(ms, node, epoch) of every 'acquired' event in the leadership log."""
     return [(int(i.split(b"-")[0]), f[b"node"].decode(), int(f[b"epoch"]))
             for i, f in client.xrange("websocket:events") if f[b"event"] == b"acquired"]
 

@@ -364,7 +364,7 @@ def test_step_down_after_failures_moves_leadership(redis_url: str, rclient: redi
                        5, "node B's first snapshot")
             assert not a.is_leader
             assert any(e.get("reason") == "stepped_down" for e in lost)
-            stream = rclient.xrange(Keys().events)
+            stream = rclient.xrange(Keys().leadership_log)
             assert any(f.get(b"event") == b"stepped_down" and f.get(b"node") == b"node-a"
                        for _, f in stream)
             # A failed at least N fetches in a row before giving up.

@@ -176,8 +176,8 @@ class Settings:
     presence_poll: float = setting(
         "PRESENCE_POLL_SECONDS", 0.2, "how often the deputy looks at the leader's presence (one round "
         "trip each)", section="election", rule=positive)
-    events_maxlen: int = setting("EVENTS_MAXLEN", 1000, "length cap of the `websocket:events` history "
-                                 "stream", section="election", rule=at_least(1))
+    events_maxlen: int = setting("EVENTS_MAXLEN", 1000, "length cap of the `websocket:events` leadership log",
+                                 section="election", rule=at_least(1))
     redis_timeout: float = setting(
         "REDIS_TIMEOUT_SECONDS", 2.0, "connect and reply timeout of every Redis call (short on purpose: "
         "a lease is only as good as the time to learn it failed)", section="election", rule=positive)

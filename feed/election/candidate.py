@@ -25,7 +25,19 @@ from dataclasses import dataclass
 import redis
 
 from feed.election.leadership import Callback, Role
-from feed.election.lock import ACQUIRE, RECORD_LOSS, RELEASE, RENEW, LeaderEvent
+from feed.election.lock import (
+    ACQUIRE,
+    RECORD_LOSS,
+    RELEASE,
+    RENEW,
+    Acquired,
+    Held,
+    LeaderEvent,
+    ScriptReplyError,
+    decode_acquire,
+    decode_flag,
+    decode_take,
+)
 from feed.election.presence import RENEW_PRESENT, SETTLE_AFTER_FAILOVER_S, WATCH, Presence, refused
 from feed.errors import MarketfeedError
 from feed.keys import Keys
@@ -196,20 +208,17 @@ class Election:
         reply = self._call_watch() if presence is not None else None
         if reply is None:
             k = self.keys
-            reply = self._acquire(
-                keys=[k.leader, k.epoch, k.events],
+            reply = decode_acquire(self._acquire(
+                keys=[k.leader, k.epoch, k.leadership_log],
                 args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events],
-            )
+            ))
         self._connected()
-        code = int(reply[0])
-        if code == 0:
-            holder = text(reply[1])
-            self.leader_hint = holder
-            self.observe_epoch(int(reply[3]))
-            watch = int(reply[4]) if len(reply) > 4 else -1
-            return AcquireResult(False, 0, holder, int(reply[2]), None if watch < 0 else watch / 1000.0)
-        epoch = int(reply[1])
-        how = text(reply[3]) if len(reply) > 3 else "free"
+        if isinstance(reply, Held):
+            self.leader_hint = reply.holder
+            self.observe_epoch(reply.epoch)
+            return AcquireResult(False, 0, reply.holder, reply.pttl_ms,
+                                 None if reply.next_ms is None else reply.next_ms / 1000.0)
+        epoch, how = reply.epoch, reply.how
         previous = self.leader_hint
         self.observe_epoch(epoch)
         self.leader_hint = self.node_id
@@ -237,7 +246,7 @@ class Election:
             else:
                 log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch)
             self._call(self.on_elected, epoch, how)
-        return AcquireResult(True, epoch, self.node_id, int(reply[2]), how=how)
+        return AcquireResult(True, epoch, self.node_id, reply.ttl_ms, how=how)
 
     def renew(self) -> bool:
         """Extend our lease; False (and ``on_lost``) when it is no longer ours.
@@ -251,11 +260,11 @@ class Election:
         started = self.clock()
         ok = self._call_renew_present(epoch) if self._presence_in_use() else None
         if ok is None:
-            ok = self._renew(
+            ok = decode_flag("RENEW", self._renew(
                 keys=[self.keys.leader, self.keys.epoch], args=[self.node_id, self.ttl_ms, epoch]
-            )
+            ))
         self._connected()
-        if int(ok) == 2 and self.presence is not None:
+        if ok == 2 and self.presence is not None:
             # Renewed, but the server holding the lock does not see our
             # subscription (it stayed on an old master): stop acting and
             # subscribe again; the next renewal after that confirms us.
@@ -263,7 +272,7 @@ class Election:
                       epoch=epoch)
             self.presence.not_seen()
             ok = 1
-        if int(ok) == 1:
+        if ok == 1:
             with self._state:
                 late = self.clock() >= self._deadline
                 if not late and self._role == Role.LEADER and self._epoch == epoch:
@@ -321,8 +330,9 @@ class Election:
             self._deadline = 0.0
         log_event(log, "leader_lost", logging.WARNING, node=self.node_id, role=Role.FOLLOWER,
                   epoch=epoch, reason=reason)
-        try:  # history only: best effort
-            self._record_loss(keys=[self.keys.events], args=[self.node_id, epoch, self.events_maxlen, reason])
+        try:  # the leadership log only: best effort
+            self._record_loss(keys=[self.keys.leadership_log],
+                              args=[self.node_id, epoch, self.events_maxlen, reason])
         except redis.RedisError:
             pass
         self._call(self.on_lost, epoch, reason)
@@ -402,13 +412,13 @@ class Election:
     def _presence_in_use(self) -> bool:
         return self.presence is not None and self.presence.in_use
 
-    def _call_watch(self) -> list | None:
+    def _call_watch(self) -> Acquired | Held | None:
         """WATCH (see feed/election/presence.py); None when Redis refuses presence."""
         k, p = self.keys, self.presence
         assert p is not None
         try:
-            return self._watch(
-                keys=[k.leader, k.epoch, k.events, k.deputy, k.presence, k.presence_server,
+            reply = self._watch(
+                keys=[k.leader, k.epoch, k.leadership_log, k.deputy, k.presence, k.presence_server,
                       k.node(self.node_id)],
                 args=[self.node_id, self.ttl_ms, self._floor, self.events_maxlen, k.leader_events,
                       k.alive_prefix, k.node_prefix, int(p.grace * 1000), int(p.poll * 1000),
@@ -419,20 +429,22 @@ class Election:
                 raise
             p.unavailable(exc)
             return None
+        return decode_take("WATCH", reply)
 
     def _call_renew_present(self, epoch: int) -> int | None:
         k, p = self.keys, self.presence
         assert p is not None
         try:
-            return int(self._renew_present(
+            reply = self._renew_present(
                 keys=[k.leader, k.epoch, k.deputy, k.node(self.node_id)],
                 args=[self.node_id, self.ttl_ms, epoch, k.alive_prefix, self._clients(), k.leader_events],
-            ))
+            )
         except redis.ResponseError as exc:
             if not refused(exc):
                 raise
             p.unavailable(exc)
             return None
+        return decode_flag("RENEW_PRESENT", reply, (0, 1, 2))
 
     def _clients(self) -> int:
         try:
@@ -444,11 +456,11 @@ class Election:
     def _release_script(self, epoch: int, reason: str) -> bool:
         k = self.keys
         done = self._release(
-            keys=[k.leader, k.events],
+            keys=[k.leader, k.leadership_log],
             args=[self.node_id, epoch, self.events_maxlen, k.leader_events, reason],
         )
         self._connected()
-        return int(done) == 1
+        return decode_flag("RELEASE", done) == 1
 
     def _connected(self) -> None:
         self.health.succeeded(self.role)
@@ -460,6 +472,11 @@ class Election:
     def _on_error(self, exc: Exception) -> float:
         if isinstance(exc, redis.RedisError):
             self._disconnected(exc)
+        elif isinstance(exc, ScriptReplyError):
+            # Another version's script under our name, or a foreign one: never
+            # taken for success; retried with back-off, and said loudly.
+            log_event(log, "script_reply_unexpected", logging.ERROR, node=self.node_id, role=self.role,
+                      script=exc.script, reply=repr(exc.reply)[:200])
         else:
             log.exception("election step failed", extra={"fields": {
                 "event": "election_error", "node": self.node_id, "role": self.role}})

@@ -17,12 +17,13 @@ from typing import Protocol
 
 import redis
 
+from feed.election.lock import ScriptReplyError
 from feed.envelope import Envelope
 from feed.keys import Keys
 from feed.redisconn.values import text
 
 __all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "Term", "UnfencedStore", "WriteResult",
-           "read_cached"]
+           "decode_write", "read_cached"]
 
 # The fence itself, for every script that writes as the leader: KEYS[1] is
 # the lock, KEYS[2] the epoch, ARGV[1] the writer's node id, ARGV[2] the
@@ -61,6 +62,20 @@ class WriteResult:
     ok: bool
     reason: str = ""  # "" | not_leader | stale_epoch
     receivers: int = 0
+
+
+def decode_write(reply: object) -> WriteResult:
+    """FENCED_WRITE's reply; anything its contract does not list raises ScriptReplyError."""
+    try:
+        code, detail = reply  # type: ignore[misc]
+        if int(code) == 1:
+            return WriteResult(True, "", int(detail))
+        reason = text(detail)
+        if int(code) == 0 and reason in ("not_leader", "stale_epoch"):
+            return WriteResult(False, str(reason))
+    except (TypeError, ValueError):
+        pass
+    raise ScriptReplyError("FENCED_WRITE", reply)
 
 
 class SnapshotStore(Protocol):
@@ -106,9 +121,7 @@ class FencedStore(_Cache):
             keys=[k.leader, k.epoch, k.data],
             args=[node_id, envelope.epoch, envelope.to_json(), self.cache_ttl_ms, k.updates],
         )
-        if int(reply[0]) == 1:
-            return WriteResult(True, "", int(reply[1]))
-        return WriteResult(False, str(text(reply[1])))
+        return decode_write(reply)
 
 
 class UnfencedStore(_Cache):

@@ -1,5 +1,5 @@
 """The lock's Lua scripts, and the two things they write besides the lock: the
-messages on ``<prefix>:leader-events`` and the entries of the history stream
+messages on ``<prefix>:leader-events`` and the entries of the leadership log
 ``<prefix>:events``. Both are written and read only here.
 
 The lock is the original service's: ``websocket:leader`` holds the leader's
@@ -10,7 +10,7 @@ node id with a TTL. What is added:
 * a release publishes ``released <node> <epoch>`` on the leader-events
   channel, so followers take over at once instead of waiting for the TTL; an
   acquisition publishes ``acquired <node> <epoch>``;
-* every acquisition, release and loss is appended to the capped history
+* every acquisition, release and loss is appended to the capped leadership log
   stream, with the fields ``event``, ``node``, ``epoch`` and, for a loss or a
   step-down, ``reason``.
 
@@ -34,6 +34,7 @@ from typing import Any
 
 import redis
 
+from feed.errors import MarketfeedError
 from feed.keys import Keys
 from feed.redisconn.values import text
 
@@ -45,11 +46,17 @@ __all__ = [
     "RELEASE_DEAD",
     "RENEW",
     "TAKE",
+    "Acquired",
+    "Held",
     "LeaderEvent",
-    "recent_events",
+    "ScriptReplyError",
+    "decode_acquire",
+    "decode_flag",
+    "decode_take",
+    "read_leadership_log",
 ]
 
-# The one place the history's fields and the leader-events message are
+# The one place the leadership log's fields and the leader-events message are
 # written; prepended to every script that writes them.
 RECORD = """
 local function record(stream, maxlen, event, node, epoch, reason)
@@ -148,7 +155,7 @@ return holder
 """
 
 # A term that ended on the node's own clock (lease run out, renewal or write
-# refused): history only, the lock is not touched.
+# refused): the leadership log only, the lock is not touched.
 # KEYS: events-stream
 # ARGV: node_id, epoch, events_maxlen, reason
 # Returns 1.
@@ -156,6 +163,75 @@ RECORD_LOSS = RECORD + """
 record(KEYS[1], ARGV[3], 'lost', ARGV[1], ARGV[2], ARGV[4])
 return 1
 """
+
+
+# --- replies, decoded beside the scripts that send them ---------------------------
+class ScriptReplyError(MarketfeedError, RuntimeError):
+    """A script answered with a code its contract does not list (another version, a foreign script).
+
+    Raised rather than guessed at: a reply taken for success would make a
+    node act as leader without the lock.
+    """
+
+    def __init__(self, script: str, reply: object) -> None:
+        super().__init__(f"{script}: unexpected reply {reply!r}")
+        self.script = script
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The lock is ours under a new ``epoch``; ``how``: ``free`` or ``presence_lost``."""
+
+    epoch: int
+    ttl_ms: int
+    how: str = "free"
+
+
+@dataclass(frozen=True)
+class Held:
+    """Another node holds the lock; ``next_ms``: as the deputy, step again then (None: not the deputy)."""
+
+    holder: str | None
+    pttl_ms: int
+    epoch: int
+    next_ms: int | None = None
+
+
+def decode_take(script: str, reply: Any) -> Acquired | Held:
+    """ACQUIRE's and WATCH's replies.
+
+    ``{1, epoch, ttl_ms[, how]}`` or ``{0, holder, pttl, epoch[, next_ms]}``;
+    anything else raises :class:`ScriptReplyError`.
+    """
+    try:
+        code = int(reply[0])
+        if code == 1 and len(reply) in (3, 4):
+            how = text(reply[3]) if len(reply) == 4 else "free"
+            if how not in ("free", "presence_lost"):
+                raise ScriptReplyError(script, reply)
+            return Acquired(int(reply[1]), int(reply[2]), str(how))
+        if code == 0 and len(reply) in (4, 5):
+            watch = int(reply[4]) if len(reply) == 5 else -1
+            return Held(text(reply[1]), int(reply[2]), int(reply[3]), None if watch < 0 else watch)
+    except (TypeError, ValueError, IndexError):
+        pass
+    raise ScriptReplyError(script, reply)
+
+
+def decode_acquire(reply: Any) -> Acquired | Held:
+    return decode_take("ACQUIRE", reply)
+
+
+def decode_flag(script: str, reply: Any, codes: tuple[int, ...] = (0, 1)) -> int:
+    """A script's integer reply (RENEW, RELEASE, RENEW_PRESENT...), checked against its contract."""
+    try:
+        code = int(reply)
+    except (TypeError, ValueError):
+        raise ScriptReplyError(script, reply) from None
+    if code not in codes:
+        raise ScriptReplyError(script, reply)
+    return code
 
 
 KINDS = ("acquired", "released", "deputy_wanted")
@@ -183,10 +259,10 @@ class LeaderEvent:
         return cls(kind, node, int(epoch) if epoch.isdigit() else None)
 
 
-def recent_events(client: redis.Redis, keys: Keys, count: int = 20) -> list[dict[str, Any]]:
-    """The newest ``count`` history entries, oldest first, with ``ts`` in unix seconds."""
+def read_leadership_log(client: redis.Redis, keys: Keys, count: int = 20) -> list[dict[str, Any]]:
+    """The newest ``count`` entries of the leadership log, oldest first, with ``ts`` in unix seconds."""
     out = []
-    for entry_id, fields in reversed(client.xrevrange(keys.events, count=count)):
+    for entry_id, fields in reversed(client.xrevrange(keys.leadership_log, count=count)):
         row: dict[str, Any] = {text(k): text(v) for k, v in fields.items()}
         row["ts"] = int(text(entry_id).split("-")[0]) / 1000.0
         if "epoch" in row:

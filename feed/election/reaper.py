@@ -6,7 +6,7 @@ But when a Gunicorn worker dies, its master knows at once: its
 ``child_exit`` hook runs ``python -m feed reap --node-prefix ws-<where>-<pid>-``,
 which releases the lock if (and only if) it is held by that dead process.
 The release is the same as a graceful one (followers are woken through
-pub/sub), recorded in the history as ``lost`` with reason ``process_died``.
+pub/sub), recorded in the leadership log as ``lost`` with reason ``process_died``.
 
 This is safe because the process is known to be dead: it can never write
 again, so nothing needs fencing. A whole instance that dies (a host or
@@ -36,7 +36,7 @@ def reap(client: redis.Redis, keys: Keys, node_prefix: str, events_maxlen: int =
     """Release the lock if a node of the dead process holds it; returns that node."""
     if not node_prefix.startswith("ws-") or not node_prefix.endswith("-"):
         raise ValueError(f"not a node prefix: {node_prefix!r}")
-    holder = client.eval(RELEASE_DEAD, 3, keys.leader, keys.epoch, keys.events,
+    holder = client.eval(RELEASE_DEAD, 3, keys.leader, keys.epoch, keys.leadership_log,
                          node_prefix, events_maxlen, keys.leader_events)
     return None if holder is None else str(text(holder))
 

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import redis
 
 from feed.election.fence import FENCE, Term
+from feed.election.lock import ScriptReplyError
 from feed.keys import Keys
 from feed.redisconn.values import text
 
@@ -76,6 +77,19 @@ if n > 0 then
 end
 return {1}
 """
+
+
+def decode_save(reply: Any) -> bool:
+    """SAVE's reply: True saved, False fenced out; anything else raises ScriptReplyError."""
+    try:
+        if int(reply[0]) == 1 and len(reply) == 1:
+            return True
+        if int(reply[0]) == 0 and text(reply[1]) in ("not_leader", "stale_epoch"):
+            return False
+    except (TypeError, ValueError, IndexError):
+        pass
+    raise ScriptReplyError("SAVE", reply)
+
 
 # How long each count window is kept: a little more than the window itself.
 WINDOW_TTL_MS = {"minute": 180_000, "day": 3 * 86_400_000, "month": 40 * 86_400_000}
@@ -154,8 +168,7 @@ class RedisBudgetStore:
         for provider, n in counts.items():
             args += [provider, n]
         keys = [k.leader, k.epoch, k.upstream, *(k.upstream_calls(w) for w in names.values())]
-        reply = self._save(keys=keys, args=args)
-        return int(reply[0]) == 1
+        return decode_save(self._save(keys=keys, args=args))
 
 
 class MemoryBudgetStore:

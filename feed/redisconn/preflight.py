@@ -84,7 +84,7 @@ def probe(client: redis.Redis, keys: Keys) -> None:
     channel = keys.name("preflight")
     client.register_script(PROBE)(keys=probe_keys, args=[channel])  # EVALSHA, SCRIPT LOAD
     client.eval(PROBE, 3, *probe_keys, channel)  # the reaper's way
-    client.xrevrange(keys.events, count=1)
+    client.xrevrange(keys.leadership_log, count=1)
     client.hgetall(keys.upstream)
     sub = client.pubsub()
     try:

@@ -1,4 +1,4 @@
-"""The cluster view, read straight from Redis: who leads, the live nodes, history, the upstream budget.
+"""The cluster view, read straight from Redis: who leads, the live nodes, the leadership log, the budget.
 
 ``/status`` serves it as JSON; ``python -m feed status`` prints it for
 operators (``--json`` for the same JSON, ``--watch`` to refresh).
@@ -16,7 +16,7 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.fence import read_cached
-from feed.election.lock import recent_events
+from feed.election.lock import read_leadership_log
 from feed.election.presence import live_nodes
 from feed.envelope import EnvelopeError
 from feed.errors import ConfigError
@@ -59,7 +59,7 @@ def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
         }
     except EnvelopeError as exc:
         snapshot = {"error": f"cached value is not a snapshot: {exc}"}
-    history = recent_events(client, keys, events)
+    history = read_leadership_log(client, keys, events)
     changes = sum(1 for e in history if e.get("event") == "acquired")
     return {
         "leader": text(leader),
@@ -73,7 +73,7 @@ def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
         "events": history,
         "upstream": upstream_view(client, keys, providers, quotas),
         "keys": {"leader": keys.leader, "epoch": keys.epoch, "data": keys.data,
-                 "events": keys.events, "upstream": keys.upstream},
+                 "events": keys.leadership_log, "upstream": keys.upstream},
     }
 
 

@@ -13,6 +13,7 @@ from feed.config.settings import Settings
 from feed.election.candidate import Election, ElectionError
 from feed.election.fence import FencedStore
 from feed.election.lock import ScriptReplyError
+from feed.election.term import LeaderCallbacks
 from feed.envelope import Envelope
 from feed.keys import Keys
 from feed.node.node import FeedNode
@@ -153,15 +154,16 @@ def test_renew_and_release_by_a_non_owner_change_nothing(rclient: redis.Redis) -
 
 
 def test_expired_lock_is_taken_over(rclient: redis.Redis) -> None:
-    a, b = make(rclient, "a", ttl=0.3, renew_interval=0.1, margin=0.05), make(rclient, "b")
+    lost: list[str] = []
+    a = make(rclient, "a", ttl=0.3, renew_interval=0.1, margin=0.05,
+             callbacks=LeaderCallbacks(stopped=lambda term, reason: lost.append(reason)))
+    b = make(rclient, "b")
     first = a.try_acquire().epoch
     time.sleep(0.4)
     assert not a.is_leader  # its lease ended on its own clock, too
     took = b.try_acquire()
     assert took.acquired and took.epoch > first
     assert rclient.get("websocket:leader") == b"b"
-    lost = []
-    a.on_lost = lambda epoch, reason: lost.append(reason)
     a._role, a._epoch, a._deadline = "leader", first, time.monotonic() + 5
     assert a.renew() is False
     assert lost == ["renew_refused"]
@@ -259,7 +261,7 @@ def test_leader_without_redis_stops_leading_within_its_lease(redis_proc) -> None
     client = connect(redis_proc.url, timeout=0.3)
     lost: list[str] = []
     a = Election(client, "a", KEYS, ttl=1.5, renew_interval=0.4, margin=0.3,
-                 on_lost=lambda epoch, reason: lost.append(reason))
+                 callbacks=LeaderCallbacks(stopped=lambda term, reason: lost.append(reason)))
     import threading
 
     t = threading.Thread(target=a.run, daemon=True)

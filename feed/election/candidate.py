@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 
-from feed.election.leadership import Callback, Role
+from feed.election.leadership import Role
 from feed.election.lock import (
     ACQUIRE,
     RECORD_LOSS,
@@ -39,6 +39,7 @@ from feed.election.lock import (
     decode_take,
 )
 from feed.election.presence import RENEW_PRESENT, SETTLE_AFTER_FAILOVER_S, WATCH, Presence, refused
+from feed.election.term import LeaderCallbacks, Term
 from feed.errors import MarketfeedError
 from feed.keys import Keys
 from feed.logs import log_event
@@ -76,10 +77,13 @@ class LeaderInfo:
 class Election:
     """One candidate in the election; see the module docstring.
 
-    ``on_elected(epoch)`` and ``on_lost(epoch, reason)`` are called from the
-    thread running :meth:`run` (or from the caller of :meth:`release`), never
-    while a lock of this object is held. ``reason`` is one of ``released``,
-    ``stepped_down``, ``renew_refused``, ``lease_expired``, ``write_refused``.
+    ``callbacks`` (:class:`~feed.election.term.LeaderCallbacks`) are called
+    from the thread running :meth:`run` (or from the caller of
+    :meth:`release`), never while a lock of this object is held: ``started``
+    with each new :class:`~feed.election.term.Term`, ``stopped`` with it and
+    the reason (``released``, ``stepped_down``, ``renew_refused``,
+    ``lease_expired``, ``write_refused``), ``new_leader`` for every
+    acquisition announced.
     """
 
     contested = True
@@ -94,8 +98,7 @@ class Election:
         renew_interval: float = 3.0,
         margin: float = 2.0,
         events_maxlen: int = 1000,
-        on_elected: Callback | None = None,
-        on_lost: Callback | None = None,
+        callbacks: LeaderCallbacks | None = None,
         clock: Callable[[], float] = time.monotonic,
         event_class: type = threading.Event,
         presence: Presence | None = None,
@@ -107,6 +110,8 @@ class Election:
             raise ElectionError(f"ttl ({ttl}) must be greater than 2 x renew_interval ({renew_interval})")
         if not 0 <= margin < ttl - renew_interval:
             raise ElectionError(f"margin ({margin}) must be in [0, ttl - renew_interval)")
+        if callbacks is not None and not isinstance(callbacks, LeaderCallbacks):
+            raise ElectionError("callbacks must be a LeaderCallbacks")
         self.client = client
         self.node_id = node_id
         self.keys = keys or Keys()
@@ -115,8 +120,8 @@ class Election:
         self.renew_interval = renew_interval
         self.margin = margin
         self.events_maxlen = events_maxlen
-        self.on_elected = on_elected
-        self.on_lost = on_lost
+        self.callbacks = callbacks or LeaderCallbacks()
+        self.event_class = event_class
         self.clock = clock
 
         self._acquire = client.register_script(ACQUIRE)
@@ -134,6 +139,7 @@ class Election:
         self._stopped = event_class()
         self._role = Role.FOLLOWER
         self._epoch = 0  # our current term's epoch, 0 when not leading
+        self._term: Term | None = None  # our current term's handle
         self._deadline = 0.0  # monotonic time our lease ends
         self._floor = 0  # highest epoch this node has seen anywhere
         self._hold_off_until = 0.0  # after a step-down: let another take over
@@ -164,6 +170,18 @@ class Election:
         return self._epoch if self.is_leader else 0
 
     @property
+    def term(self) -> Term | None:
+        """The running term's handle (None when not leading)."""
+        term = self._term
+        return term if term is not None and not term.ended.is_set() else None
+
+    def proves(self, epoch: int) -> bool:
+        """True while our lease under ``epoch`` is valid and our presence (if kept) is up."""
+        if not (self._role == Role.LEADER and self._epoch == epoch and self.clock() < self._deadline):
+            return False
+        return self.presence is None or self.presence.can_act
+
+    @property
     def epoch_floor(self) -> int:
         return self._floor
 
@@ -188,6 +206,7 @@ class Election:
             self.wake()  # the lock is free: campaign now, not at its expiry
         elif event.kind == "acquired":
             self.leader_hint = event.node
+            self._call(self.callbacks.new_leader, event.node, event.epoch)
         elif event.kind == "deputy_wanted" and event.node != self.node_id and self._presence_in_use():
             self.wake()  # nobody watches the leader's presence: offer to
 
@@ -222,6 +241,7 @@ class Election:
         previous = self.leader_hint
         self.observe_epoch(epoch)
         self.leader_hint = self.node_id
+        term = None
         with self._state:
             if self._stopped.is_set():
                 newly = False
@@ -230,6 +250,9 @@ class Election:
                 self._role = Role.LEADER
                 self._epoch = epoch
                 self._deadline = started + self.ttl - self.margin
+                if newly:
+                    term = self._term = Term(self.node_id, epoch, how=how,
+                                             can_act=lambda: self.proves(epoch), event_class=self.event_class)
         if self._stopped.is_set():
             # stop() ran while our call was in flight: give the lock back.
             self._release_script(epoch, "released")
@@ -245,7 +268,7 @@ class Election:
                           reason=how, previous=previous)
             else:
                 log_event(log, "leader_acquired", node=self.node_id, role=Role.LEADER, epoch=epoch)
-            self._call(self.on_elected, epoch, how)
+            self._call(self.callbacks.started, term)
         return AcquireResult(True, epoch, self.node_id, reply.ttl_ms, how=how)
 
     def renew(self) -> bool:
@@ -299,11 +322,12 @@ class Election:
         """
         with self._state:
             was_leader = self._role == Role.LEADER
-            epoch = self._epoch
+            epoch, term = self._epoch, self._term
             # Stop acting as leader before the round trip, not after.
             self._role = Role.FOLLOWER
             self._epoch = 0
             self._deadline = 0.0
+            self._term = None
             if hold_off:
                 self._hold_off_until = self.clock() + hold_off
         if not was_leader:
@@ -317,7 +341,7 @@ class Election:
             log, "leader_released", node=self.node_id, role=Role.FOLLOWER, epoch=epoch,
             reason=reason, confirmed=released,
         )
-        self._call(self.on_lost, epoch, reason)
+        self._ended(term, reason)
         return released
 
     def lose(self, epoch: int, reason: str) -> None:
@@ -325,9 +349,11 @@ class Election:
         with self._state:
             if self._role != Role.LEADER or self._epoch != epoch:
                 return
+            term = self._term
             self._role = Role.FOLLOWER
             self._epoch = 0
             self._deadline = 0.0
+            self._term = None
         log_event(log, "leader_lost", logging.WARNING, node=self.node_id, role=Role.FOLLOWER,
                   epoch=epoch, reason=reason)
         try:  # the leadership log only: best effort
@@ -335,7 +361,7 @@ class Election:
                               args=[self.node_id, epoch, self.events_maxlen, reason])
         except redis.RedisError:
             pass
-        self._call(self.on_lost, epoch, reason)
+        self._ended(term, reason)
 
     def leader(self) -> LeaderInfo:
         """Who holds the lock now, its remaining TTL and the current epoch."""
@@ -483,9 +509,11 @@ class Election:
         self._backoff = min(2.0, max(0.1, self._backoff * 2))
         return self._backoff * random.uniform(0.8, 1.2)
 
-    def _call(self, callback: Callback | None, *args: object) -> None:
-        if callback is None:
-            return
+    def _ended(self, term: Term | None, reason: str) -> None:
+        if term is not None and term.end(reason):
+            self._call(self.callbacks.stopped, term, reason)
+
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
         try:
             callback(*args)
         except Exception:

@@ -22,7 +22,7 @@ from feed.envelope import Envelope
 from feed.keys import Keys
 from feed.redisconn.values import text
 
-__all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "Term", "UnfencedStore", "WriteResult",
+__all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "UnfencedStore", "WriteResult",
            "decode_write", "read_cached"]
 
 # The fence itself, for every script that writes as the leader: KEYS[1] is
@@ -47,14 +47,6 @@ FENCED_WRITE = FENCE + """
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
 return {1, redis.call('PUBLISH', ARGV[5], ARGV[3])}
 """
-
-
-@dataclass(frozen=True)
-class Term:
-    """Who writes, under which epoch: what every fenced write is checked against."""
-
-    node_id: str
-    epoch: int
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,21 @@
 
 :class:`~feed.election.candidate.Election` (the Redis election) and
 :class:`~feed.election.solo.Solo` (no election: always leader) both provide
-it; the node picks one at start-up and never asks which it has.
+it; the node picks one at start-up and never asks which it has. Either
+takes a :class:`~feed.election.term.LeaderCallbacks` at construction and
+hands each term to it as a :class:`~feed.election.term.Term`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from feed.election.lock import LeaderEvent
+from feed.election.term import Term
 from feed.redisconn.health import RedisHealth
 
-__all__ = ["Callback", "Leadership", "Role"]
-
-Callback = Callable[..., Any]
+__all__ = ["Leadership", "Role"]
 
 
 class Role(StrEnum):
@@ -38,8 +38,6 @@ class Leadership(Protocol):
     terms: int
     #: This node's path to Redis for the election, if it has one.
     health: RedisHealth | None
-    on_elected: Callback | None  # on_elected(epoch, how): how is "free" or "presence_lost"
-    on_lost: Callback | None  # on_lost(epoch, reason)
 
     @property
     def is_leader(self) -> bool: ...
@@ -49,6 +47,10 @@ class Leadership(Protocol):
 
     @property
     def epoch(self) -> int: ...
+
+    @property
+    def term(self) -> Term | None:
+        """The running term (None when not leading); its callbacks were given at construction."""
 
     def lease_remaining(self) -> float: ...
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import threading
 
-from feed.election.leadership import Callback, Role
+from feed.election.leadership import Role
 from feed.election.lock import LeaderEvent
+from feed.election.term import LeaderCallbacks, Term
 from feed.redisconn.health import RedisHealth
 
 __all__ = ["Solo"]
@@ -23,13 +24,17 @@ class Solo:
     contested = False
     health: RedisHealth | None = None
 
-    def __init__(self, node_id: str, event_class: type = threading.Event) -> None:
+    def __init__(self, node_id: str, event_class: type = threading.Event,
+                 callbacks: LeaderCallbacks | None = None) -> None:
+        if callbacks is not None and not isinstance(callbacks, LeaderCallbacks):
+            raise TypeError("callbacks must be a LeaderCallbacks")
         self.node_id = node_id
         self.leader_hint: str | None = node_id
         self.terms = 1
-        self.on_elected: Callback | None = None
-        self.on_lost: Callback | None = None
+        self.callbacks = callbacks or LeaderCallbacks()
         self._stopped = event_class()
+        # One term for the node's life, under epoch 0 (nothing is fenced).
+        self._term = Term(node_id, 0, can_act=lambda: not self._stopped.is_set(), event_class=event_class)
 
     @property
     def is_leader(self) -> bool:
@@ -42,6 +47,10 @@ class Solo:
     @property
     def epoch(self) -> int:
         return 0
+
+    @property
+    def term(self) -> Term | None:
+        return None if self._term.ended.is_set() else self._term
 
     def lease_remaining(self) -> float:
         return math.inf if self.is_leader else 0.0
@@ -62,7 +71,10 @@ class Solo:
         pass
 
     def run(self) -> None:
+        self.callbacks.started(self._term)
         self._stopped.wait()
 
     def stop(self, release: bool = True) -> None:
         self._stopped.set()
+        if self._term.end("released"):
+            self.callbacks.stopped(self._term, "released")

@@ -1,7 +1,7 @@
 """The follower's work: receive what the leader publishes, read the cache as a fallback.
 
 One pub/sub connection carries two channels. Snapshots on the updates
-channel go to the node's :meth:`~feed.node.node.FeedNode.offer` (which drops
+channel go to the node's :meth:`~feed.node.delivery.Delivery.offer` (which drops
 anything not newer); messages on the leader-events channel go to their
 owner, the leadership (:meth:`~feed.election.leadership.Leadership.on_leader_event`).
 After every (re)subscription, and whenever nothing has arrived for 1.5
@@ -19,20 +19,22 @@ grace period, so that a reconnect is not mistaken for a death.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 
+from feed.election.leadership import Leadership
 from feed.election.lock import LeaderEvent
-from feed.election.presence import refused
+from feed.election.presence import Presence, refused
 from feed.envelope import Envelope, EnvelopeError
+from feed.keys import Keys
 from feed.logs import log_event, redact_text
+from feed.node.delivery import Delivery
+from feed.observer import Observer, Quiet, notify
 from feed.redisconn.health import RedisHealth
 from feed.redisconn.values import text
-
-if TYPE_CHECKING:
-    from feed.node.node import FeedNode
 
 __all__ = ["FollowerRole"]
 
@@ -42,28 +44,37 @@ log = logging.getLogger(__name__)
 class FollowerRole:
     """Runs for the node's whole life; see the module docstring."""
 
-    def __init__(self, node: FeedNode) -> None:
-        self.node = node
-        self.health = RedisHealth(node.node_id, "subscription")
-        self.fallback = node.settings.fetch_interval * 1.5
-        keys = node.keys
+    def __init__(self, node_id: str, client: redis.Redis, keys: Keys, leadership: Leadership,
+                 delivery: Delivery, *, interval: float, stopped: threading.Event,
+                 presence: Presence | None = None, observer: Observer | None = None) -> None:
+        self.node_id = node_id
+        self.client = client
+        self.leadership = leadership
+        self.delivery = delivery
+        self.stopped = stopped
+        self.observer: Observer = observer or Quiet()
+        self.health = RedisHealth(node_id, "subscription")
+        self.fallback = interval * 1.5
         self.routes = {keys.updates: self._on_update, keys.leader_events: self._on_leader_event}
-        self.presence = node.presence
-        self.alive = node.presence.channel if node.presence is not None else None
+        self.presence = presence
+        self.alive = presence.channel if presence is not None else None
         # Reconnect soon enough that a dropped connection is back within the
         # presence grace period; without presence, back off further.
-        self.max_backoff = 2.0 if node.presence is None else max(0.05, min(2.0, node.presence.grace / 2))
+        self.max_backoff = 2.0 if presence is None else max(0.05, min(2.0, presence.grace / 2))
         self._pubsub: Any = None
-        if node.presence is not None:
-            node.presence.resubscribe = self.resubscribe
+        if presence is not None:
+            presence.resubscribe = self.resubscribe
+
+    @property
+    def role(self) -> str:
+        return self.leadership.role
 
     def run(self) -> None:
-        node = self.node
         backoff = 0.0
-        while not node.stopped.is_set():
+        while not self.stopped.is_set():
             pubsub = None
             try:
-                pubsub = node.client.pubsub()
+                pubsub = self.client.pubsub()
                 self._pubsub = pubsub
                 channels = list(self.routes)
                 if self._presence_in_use():
@@ -71,7 +82,7 @@ class FollowerRole:
                 pubsub.subscribe(*channels)
                 self._set_ok(True)
                 backoff = 0.0
-                node.catch_up()
+                self.delivery.catch_up()
                 self._listen(pubsub)
             except redis.ResponseError as exc:
                 if self._presence_in_use() and refused(exc):
@@ -81,15 +92,15 @@ class FollowerRole:
                     continue
                 self._lost(exc)
                 backoff = min(self.max_backoff, max(0.05, backoff * 2))
-                node.stopped.wait(backoff)
+                self.stopped.wait(backoff)
             except (redis.RedisError, OSError) as exc:
                 self._lost(exc)
                 backoff = min(self.max_backoff, max(0.05, backoff * 2))
-                node.stopped.wait(backoff)
+                self.stopped.wait(backoff)
             except Exception:
                 log.exception("follower loop failed", extra={"fields": {
-                    "event": "follower_error", "node": node.node_id, "role": node.role}})
-                node.stopped.wait(1.0)
+                    "event": "follower_error", "node": self.node_id, "role": self.role}})
+                self.stopped.wait(1.0)
             finally:
                 self._pubsub = None
                 if self.presence is not None:
@@ -115,13 +126,12 @@ class FollowerRole:
     def _lost(self, exc: Exception) -> None:
         if self.presence is not None:
             self.presence.down()
-            self.node.notify(lambda o: o.presence(False), "presence")
+            notify(lambda: self.observer.presence(False), "presence")
         self._set_ok(False, exc)
 
     def _listen(self, pubsub: Any) -> None:
-        node = self.node
         last_read = time.monotonic()
-        while not node.stopped.is_set():
+        while not self.stopped.is_set():
             message = pubsub.get_message(timeout=min(1.0, self.fallback))
             kind = message.get("type") if message is not None else None
             if kind == "message":
@@ -132,38 +142,38 @@ class FollowerRole:
                 # Redis has our presence again: a leader renews at once, and
                 # acts again when that renewal confirms the lock is still its own.
                 self.presence.up()
-                node.notify(lambda o: o.presence(True), "presence")
-                node.leadership.wake()
+                notify(lambda: self.observer.presence(True), "presence")
+                self.leadership.wake()
             now = time.monotonic()
-            if now - node.last_delivery > self.fallback and now - last_read > self.fallback:
+            if now - self.delivery.last_delivery > self.fallback and now - last_read > self.fallback:
                 # Nothing pushed for a while: read the cache in case we missed it.
                 last_read = now
-                node.catch_up()
+                self.delivery.catch_up()
 
     def _on_update(self, data: Any) -> None:
         try:
             env = Envelope.from_json(data)
         except EnvelopeError as exc:
-            log_event(log, "bad_update", logging.WARNING, node=self.node.node_id, role=self.node.role,
+            log_event(log, "bad_update", logging.WARNING, node=self.node_id, role=self.role,
                       error=str(exc))
             return
-        self.node.offer(env)
+        self.delivery.offer(env)
 
     def _on_leader_event(self, data: Any) -> None:
         event = LeaderEvent.parse(data)
         if event is not None:
-            self.node.leadership.on_leader_event(event)
+            self.leadership.on_leader_event(event)
 
     def _set_ok(self, ok: bool, exc: Exception | None = None) -> None:
-        node, health = self.node, self.health
+        health = self.health
         if ok != health.ok:
-            node.notify(lambda o: o.redis_reachable(ok), "redis_reachable")
+            notify(lambda: self.observer.redis_reachable(ok), "redis_reachable")
             if not ok and health.ok is not None:
-                log_event(log, "subscription_lost", logging.WARNING, node=node.node_id,
-                          role=node.role, error=redact_text(f"{type(exc).__name__}: {exc}"))
+                log_event(log, "subscription_lost", logging.WARNING, node=self.node_id,
+                          role=self.role, error=redact_text(f"{type(exc).__name__}: {exc}"))
             elif ok and health.ok is False:
-                log_event(log, "subscription_restored", node=node.node_id, role=node.role)
+                log_event(log, "subscription_restored", node=self.node_id, role=self.role)
         if ok:
-            health.succeeded(node.role)
+            health.succeeded(self.role)
         elif exc is not None:
-            health.failed(exc, node.role)
+            health.failed(exc, self.role)

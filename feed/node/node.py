@@ -6,8 +6,10 @@ The leadership is chosen once, at start-up: the Redis election
 unfenced store). As leader the node fetches and publishes
 (:class:`~feed.node.leader.LeaderRole`); while others compete for the lead
 it also follows (:class:`~feed.node.follower.FollowerRole`). Either way each
-new snapshot reaches ``listener`` through :meth:`FeedNode.offer`, exactly
-once and in ``(epoch, seq)`` order.
+new snapshot reaches ``listener`` through one
+:class:`~feed.node.delivery.Delivery`, exactly once and in ``(epoch, seq)``
+order. The roles are given what they use (the leadership, the store, the
+delivery), never the node itself.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election
-from feed.election.fence import FencedStore, SnapshotStore, Term, UnfencedStore
+from feed.election.fence import FencedStore, SnapshotStore, UnfencedStore
 from feed.election.identity import make_node_id
 from feed.election.leadership import Leadership, Role
 from feed.election.presence import Presence
 from feed.election.solo import Solo
-from feed.envelope import Envelope, EnvelopeError
+from feed.election.term import LeaderCallbacks, Term
+from feed.envelope import Envelope
 from feed.logs import log_event
+from feed.node.delivery import Delivery, Listener
 from feed.node.follower import FollowerRole
-from feed.node.leader import LeaderRole
+from feed.node.leader import Fetch, LeaderRole
 from feed.observer import Observer, Quiet, notify
 from feed.redisconn.url import redact_url
 
@@ -38,22 +42,20 @@ __all__ = ["FeedNode", "choose_leadership"]
 
 log = logging.getLogger(__name__)
 
-# fetch(term, previous) -> snapshot data; see feed/providers/fetcher.py.
-Fetch = Callable[[Term, Envelope | None], dict]
-Listener = Callable[[Envelope], None]
 
 
 def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
                       event_class: type = threading.Event, presence: Presence | None = None,
-                      clients: Callable[[], int] | None = None) -> tuple[Leadership, SnapshotStore]:
+                      clients: Callable[[], int] | None = None,
+                      callbacks: LeaderCallbacks | None = None) -> tuple[Leadership, SnapshotStore]:
     """The leadership and the store that go with it, as ``settings`` say."""
     keys = settings.keys
     if not settings.election:
-        return Solo(node_id, event_class), UnfencedStore(client, keys, settings.cache_ttl)
+        return Solo(node_id, event_class, callbacks), UnfencedStore(client, keys, settings.cache_ttl)
     election = Election(client, node_id, keys, ttl=settings.lock_ttl,
                         renew_interval=settings.renew_interval, margin=settings.lease_margin,
                         events_maxlen=settings.events_maxlen, event_class=event_class,
-                        presence=presence, clients=clients)
+                        presence=presence, clients=clients, callbacks=callbacks)
     return election, FencedStore(client, keys, settings.cache_ttl)
 
 
@@ -83,7 +85,6 @@ class FeedNode:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.listener = listener
         self.node_id = node_id or settings.node_id or make_node_id(settings.replica_id)
         self.observer: Observer = observer or Quiet()
         self.thread_class = thread_class
@@ -93,19 +94,24 @@ class FeedNode:
         if settings.election and settings.presence:
             self.presence = Presence(self.node_id, self.keys, grace=settings.presence_grace,
                                      poll=settings.presence_poll)
+        callbacks = LeaderCallbacks(started=self._started, stopped=self._stopped)
         self.leadership, self.store = choose_leadership(settings, client, self.node_id, event_class,
-                                                        self.presence, clients)
-        self.leadership.on_elected = self._on_elected
-        self.leadership.on_lost = self._on_lost
+                                                        self.presence, clients, callbacks)
         self.stopped = event_class()
-        self._deliver_lock = threading.RLock()
-        self._latest: Envelope | None = None
-        self.last_delivery = time.monotonic()
         self._threads: list[Any] = []
-        self.leader = LeaderRole(self, fetch, event_class)
+        lead = self.leadership
+        self.delivery = Delivery(self.node_id, self.store, listener, self.observer,
+                                 observe_epoch=lead.observe_epoch, role=lambda: self.role)
+        self.leader = LeaderRole(self.node_id, lead, self.store, self.delivery, fetch,
+                                 interval=settings.fetch_interval, stopped=self.stopped,
+                                 step_down_after=settings.step_down_after, hold_off=settings.lock_ttl,
+                                 presence=self.presence, observer=self.observer, event_class=event_class)
         if self.presence is not None:
             self.presence.on_down = self.leader.wake
-        self.follower = FollowerRole(self) if self.leadership.contested else None
+        self.follower = FollowerRole(self.node_id, client, self.keys, lead, self.delivery,
+                                     interval=settings.fetch_interval, stopped=self.stopped,
+                                     presence=self.presence, observer=self.observer) \
+            if lead.contested else None
         self.started_at = time.time()
 
     # --- lifecycle ------------------------------------------------------
@@ -148,7 +154,11 @@ class FeedNode:
 
     @property
     def latest(self) -> Envelope | None:
-        return self._latest
+        return self.delivery.latest
+
+    @property
+    def listener(self) -> Listener | None:
+        return self.delivery.listener
 
     @property
     def is_leader(self) -> bool:
@@ -157,7 +167,7 @@ class FeedNode:
     def status(self) -> dict[str, Any]:
         """This node's view, for /health and /status (no secrets)."""
         now = time.time()
-        latest = self._latest
+        latest = self.delivery.latest
         lead = self.leadership
         paths = [h for h in (lead.health, self.follower.health if self.follower else None) if h is not None]
         # Unreachable through any path we use is not ok; a misconfiguration
@@ -190,41 +200,17 @@ class FeedNode:
     # --- delivery: the one path from any source to the listener ------------
     def offer(self, env: Envelope) -> bool:
         """Deliver ``env`` to the listener if it is newer than anything before."""
-        with self._deliver_lock:
-            if self._latest is not None and env.key <= self._latest.key:
-                return False
-            self._latest = env
-            self.last_delivery = time.monotonic()
-            self.leadership.observe_epoch(env.epoch)
-            self.notify(lambda o: o.delivered(env.epoch, env.seq), "delivered")
-            if self.listener is not None:
-                try:
-                    self.listener(env)
-                except Exception:
-                    log.exception("listener failed", extra={"fields": {
-                        "event": "listener_error", "node": self.node_id, "role": self.role}})
-            return True
+        return self.delivery.offer(env)
 
     def catch_up(self) -> None:
         """Offer the cached snapshot: covers publishes missed while (re)subscribing."""
-        try:
-            env = self.store.read()
-        except EnvelopeError as exc:
-            log_event(log, "cache_corrupt", logging.WARNING, node=self.node_id, role=self.role,
-                      error=str(exc))
-            return
-        if env is not None:
-            self.offer(env)
+        self.delivery.catch_up()
 
     # --- leadership callbacks ---------------------------------------------
-    def _on_elected(self, epoch: int, how: str = "free") -> None:
-        self.notify(lambda o: o.elected(self.node_id, epoch, how), "elected")
-        self.leader.wake()
+    def _started(self, term: Term) -> None:
+        notify(lambda: self.observer.elected(self.node_id, term.epoch, term.how), "elected")
+        self.leader.started(term)
 
-    def _on_lost(self, epoch: int, reason: str) -> None:
-        self.notify(lambda o: o.lost(self.node_id, epoch, reason), "lost")
+    def _stopped(self, term: Term, reason: str) -> None:
+        notify(lambda: self.observer.lost(self.node_id, term.epoch, reason), "lost")
         self.leader.wake()
-
-    def notify(self, call: Callable[[Observer], object], event: str) -> None:
-        """Tell the observer of an event; an observer that fails never stops the node."""
-        notify(lambda: call(self.observer), event)

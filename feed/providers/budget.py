@@ -39,8 +39,9 @@ from typing import Any, Protocol
 
 import redis
 
-from feed.election.fence import FENCE, Term
+from feed.election.fence import FENCE
 from feed.election.lock import ScriptReplyError
+from feed.election.term import Term
 from feed.keys import Keys
 from feed.redisconn.values import text
 

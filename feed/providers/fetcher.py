@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from feed.config.settings import Settings
-from feed.election.fence import Term
+from feed.election.term import Term
 from feed.envelope import Envelope
 from feed.errors import ConfigError, FetchFailed
 from feed.logs import log_event

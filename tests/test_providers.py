@@ -94,7 +94,7 @@ def test_binance_ticker_single_object_fixture() -> None:
 def test_feargreed_fixture() -> None:
     fng = parse_fng(fixture("feargreed_fng.json"))
     assert fng["value"] == 54 and fng["label"] == "Neutral"
-    assert fng["next_update_s"] is None or fng["next_update_s"] >= 0
+    assert fng["next_update_s"] == 36512  # the fixture's time_until_update, in seconds
 
 
 # --- validation -----------------------------------------------------------

@@ -59,17 +59,6 @@ class Envelope:
         """The form stored in Redis and published (no ``served_by``/``stale``)."""
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
 
-    def client_json(self, served_by: str, stale: bool, leader: str | None = None) -> str:
-        """The form sent to WebSocket clients (docs/PROTOCOL.md); ``leader`` overrides the node id."""
-        out = self.to_dict()
-        if leader is not None:
-            out["leader"] = leader
-        out["served_by"] = served_by
-        out["stale"] = stale
-        # Field order as documented; data last because it is the bulk.
-        order = ("type", "epoch", "seq", "leader", "served_by", "fetched_at", "stale", "data")
-        return json.dumps({k: out[k] for k in order}, separators=(",", ":"), allow_nan=False)
-
     @classmethod
     def from_json(cls, raw: bytes | str) -> Envelope:
         """Parse and check an envelope; raises :class:`EnvelopeError`."""

@@ -85,8 +85,12 @@ class Delivered:
     superseded: int
 
 
-def broadcast(conns: Iterable[ClientConnection], frame: bytes, threads: int = 1) -> Delivered:
-    """Give ``frame`` to every connection by the rules in the module docstring."""
+def broadcast(conns: Iterable[ClientConnection], frame: bytes, threads: int = 1,
+              position: tuple[int, int] | None = None) -> Delivered:
+    """Give ``frame`` (the snapshot at ``position``) to every connection by the rules in the module docstring.
+
+    Each connection remembers the position it was handed (feed/ws/connection.py).
+    """
     ready, behind = [], []
     for conn in conns:
         if conn.closing or conn.closed:
@@ -97,11 +101,12 @@ def broadcast(conns: Iterable[ClientConnection], frame: bytes, threads: int = 1)
     for conn, n in zip(ready, results, strict=True):
         if n == size:
             conn.sent += 1
+            conn.position = position
         else:
-            conn.continue_snapshot(frame, n)
+            conn.continue_snapshot(frame, n, position)
     superseded = 0
     for conn in behind:
         if conn.snapshot is not None:
             superseded += 1  # a slow client's unsent snapshot is replaced by this one
-        conn.queue_snapshot(frame)
+        conn.queue_snapshot(frame, position)
     return Delivered(len(ready) + len(behind), superseded)

@@ -39,6 +39,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
+from feed.ws.codecs.base import Codec
 from feed.ws.frames import close_frame
 from feed.ws.protocol import RESERVED_CODES, CloseCode
 from feed.ws.takeover import TakenOver
@@ -71,15 +72,41 @@ class ClientConnection:
     CLOSE_GRACE = 2.0
 
     __slots__ = (
-        "_awaiting_pong", "_close_timer", "_in_chunks", "_in_len", "_reader", "_tokens",
-        "_tokens_at", "_writer", "by_client", "close_code", "close_reason", "closed", "closing",
-        "commands_per_second", "control", "errors", "fd", "handler", "id", "last_progress",
-        "max_message_bytes", "partial", "proto", "raw", "remote", "sent",
-        "snapshot", "superseded",
+        "_awaiting_pong",
+        "_close_timer",
+        "_in_chunks",
+        "_in_len",
+        "_reader",
+        "_tokens",
+        "_tokens_at",
+        "_writer",
+        "by_client",
+        "close_code",
+        "close_reason",
+        "closed",
+        "closing",
+        "codec",
+        "commands_per_second",
+        "control",
+        "errors",
+        "fd",
+        "handler",
+        "id",
+        "last_progress",
+        "max_message_bytes",
+        "partial",
+        "position",
+        "proto",
+        "raw",
+        "remote",
+        "sent",
+        "slot_position",
+        "snapshot",
+        "superseded",
     )
 
     def __init__(self, taken: TakenOver, *, conn_id: int, remote: str, max_message_bytes: int,
-                 commands_per_second: float, handler: ConnectionHandler) -> None:
+                 commands_per_second: float, handler: ConnectionHandler, codec: Codec) -> None:
         self.fd = taken.fd
         self.raw = taken.sock
         self.proto = taken.proto
@@ -88,10 +115,16 @@ class ClientConnection:
         self.max_message_bytes = max_message_bytes
         self.commands_per_second = commands_per_second
         self.handler = handler
+        self.codec = codec  # the protocol the handshake chose (feed/ws/codecs/)
         # A list, not a deque: a deque allocates a 64-slot block up front, and
         # this queue is empty nearly always (about 0.7 KiB saved per client).
         self.control: list[bytes] = []
         self.snapshot: bytes | None = None
+        # The (epoch, seq) of the last snapshot handed to the socket, and of
+        # the one waiting in the slot: what a writer needs to choose between
+        # a full snapshot and a delta.
+        self.position: tuple[int, int] | None = None
+        self.slot_position: tuple[int, int] | None = None
         self.partial: memoryview | None = None
         self.last_progress = time.monotonic()
         self.sent = 0
@@ -117,21 +150,23 @@ class ClientConnection:
     def pending(self) -> bool:
         return self.partial is not None or bool(self.control) or self.snapshot is not None
 
-    def queue_snapshot(self, frame: bytes) -> None:
-        """Put ``frame`` in the latest-only slot of a connection that is behind."""
+    def queue_snapshot(self, frame: bytes, position: tuple[int, int] | None = None) -> None:
+        """Put ``frame`` (the snapshot at ``position``) in the slot of a connection that is behind."""
         if self.closing or self.closed:
             return
         if self.snapshot is not None:
             self.superseded += 1  # never sent: a newer one replaces it
         self.snapshot = frame
+        self.slot_position = position
         self._pump()
 
-    def continue_snapshot(self, frame: bytes, written: int) -> None:
+    def continue_snapshot(self, frame: bytes, written: int, position: tuple[int, int] | None = None) -> None:
         """After a first ``send`` of ``frame`` wrote only ``written`` bytes (-1: failed)."""
         if written < 0:
             self._lost()
             return
         self.sent += 1
+        self.position = position
         self.partial = memoryview(frame)[written:]
         self._arm()
 
@@ -154,6 +189,7 @@ class ClientConnection:
                 elif self.snapshot is not None:
                     self.partial = memoryview(self.snapshot)
                     self.snapshot = None
+                    self.position, self.slot_position = self.slot_position, None
                     self.sent += 1
                 else:
                     break

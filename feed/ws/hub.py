@@ -1,17 +1,17 @@
-"""The hub: this worker's WebSocket clients, and the policy that governs them.
+"""The hub: this worker's WebSocket clients and the fan-out to them.
 
-It keeps the registry (who is connected, who is behind), answers clients'
-commands, and decides: how many clients a worker takes, which client is too
-slow (no write progress for ``send_timeout``: closed with 1008), which one
-missed a pong, when the data clients hold has turned stale. Each new
-snapshot is encoded once per worker, as one complete frame, and handed to
-:func:`feed.ws.broadcast.broadcast`, the one way a snapshot reaches sockets.
-A housekeeping greenlet runs the sweeps once a second.
+It keeps the registry (who is connected, with which codec, who is behind)
+and hands each new snapshot to every client: encoded once per codec in use
+(and per staleness, which is derived from the envelope and the clock), as
+one complete frame, through :func:`feed.ws.broadcast.broadcast`, the one
+way a snapshot reaches sockets. What a client's message does is
+:mod:`feed.ws.commands`; which client to close, :mod:`feed.ws.policy`; when
+a snapshot is stale, :mod:`feed.ws.staleness`. A housekeeping greenlet runs
+the sweeps once a second.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -23,20 +23,19 @@ import gevent
 from feed.envelope import Envelope
 from feed.logs import log_event
 from feed.observer import Observer, Quiet, notify
-from feed.times import iso_utc
 from feed.ws.broadcast import broadcast
+from feed.ws.codecs.base import Codec, View
+from feed.ws.codecs.marketfeed import CODEC as MARKETFEED
+from feed.ws.commands import Commands
 from feed.ws.connection import ClientConnection
-from feed.ws.frames import PING, text_frame
-from feed.ws.protocol import CloseCode, CommandError, close_label, error_message, parse_command
+from feed.ws.policy import ClientPolicy
+from feed.ws.protocol import CloseCode, close_label
+from feed.ws.staleness import Staleness
 from feed.ws.takeover import TakenOver
 
 __all__ = ["Hub"]
 
 log = logging.getLogger(__name__)
-
-# A client that sends this many invalid messages is closed (1008): it is not
-# a client of this protocol, and answering it costs the others.
-MAX_ERRORS = 20
 
 
 class Hub:
@@ -55,34 +54,40 @@ class Hub:
         send_threads: int = 2,
         status: Callable[[], dict] | None = None,
         label: Callable[[str], str] | None = None,
+        codec: Codec = MARKETFEED,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.served_by = served_by
         # How node ids appear in client frames (as they are, or opaque).
         self.label = label or (lambda node: node)
         self.public_served_by = self.label(served_by)
         self.observer: Observer = observer or Quiet()
-        self.stale_after = stale_after
-        self.ping_interval = ping_interval
-        self.send_timeout = send_timeout
         self.max_message_bytes = max_message_bytes
         self.commands_per_second = commands_per_second
         self.send_buffer = send_buffer
         self.max_clients = max_clients
         self.send_threads = send_threads
+        self.codec = codec  # a client's codec unless its handshake chose another
+        self.clock = clock
         self.status = status
+        self.staleness = Staleness(stale_after)
+        self.policy = ClientPolicy(served_by, send_timeout=send_timeout, ping_interval=ping_interval,
+                                   observer=self.observer)
+        self.commands = Commands(served_by=self.public_served_by, status=self.local_status,
+                                 send_snapshot=self.send_snapshot, observer=self.observer, clock=clock)
         self.clients: set[ClientConnection] = set()
+        # The clients of each codec in use, by its name, and the codecs.
+        self.by_codec: dict[str, set[ClientConnection]] = {}
+        self.codecs: dict[str, Codec] = {codec.name: codec}
         self.blocked: set[ClientConnection] = set()
         self.latest: Envelope | None = None
-        self.latest_frame: bytes | None = None
-        self.latest_stale = False
-        # Whether clients were told the latest snapshot is old (a "stale"
-        # notice): apart from latest_stale, which a snapshot made only of
-        # failing providers' sections sets from the start.
-        self.latest_aged = False
+        # Frames of the latest snapshot, by (codec, stale): encoded once each.
+        self._frames: dict[tuple[str, bool], bytes] = {}
+        # The snapshot whose ageing clients were told of (a stale notice), if any.
+        self._told_stale: tuple[int, int] | None = None
         self.accepting = True
         self._next_id = 0
         self._housekeeper: Any = None
-        self._last_ping = time.monotonic()
 
     # --- lifecycle --------------------------------------------------------
     def start(self) -> Hub:
@@ -97,41 +102,54 @@ class Hub:
 
     # --- fan-out ----------------------------------------------------------
     def publish(self, env: Envelope) -> None:
-        """The node's listener: send ``env`` to every client (latest-only)."""
+        """The node's listener: send ``env`` to every client (latest-only), once encoded per codec."""
         started = time.perf_counter()
-        stale = self._is_stale(env)
-        frame = self._client_frame(env, stale)
-        self.latest, self.latest_frame, self.latest_stale = env, frame, stale
-        self.latest_aged = env.age(time.time()) > self.stale_after
-        done = broadcast(self.clients, frame, self.send_threads)
+        now = self.clock()
+        self.latest, self._frames = env, {}
+        # Already old when it arrives: its frames say so, and no notice follows.
+        self._told_stale = env.key if self.staleness.aged(env, now) else None
+        handed = superseded = 0
+        for name, conns in self.by_codec.items():
+            if not conns:
+                continue
+            done = broadcast(conns, self.frame(self.codecs[name], now), self.send_threads, env.key)
+            handed += done.handed
+            superseded += done.superseded
         seconds = time.perf_counter() - started
-        notify(lambda: self.observer.broadcast(done.handed, done.superseded, env.fetched_at, seconds),
-               "broadcast")
+        notify(lambda: self.observer.broadcast(handed, superseded, env.fetched_at, seconds), "broadcast")
 
-    def _is_stale(self, env: Envelope) -> bool:
-        """Old (no new snapshot for a while), or made only of sections whose providers fail."""
-        return env.age(time.time()) > self.stale_after or env.sections_stale
+    def frame(self, codec: Codec, now: float | None = None) -> bytes:
+        """The latest snapshot as ``codec`` encodes it, stale or not as of ``now``."""
+        env = self.latest
+        assert env is not None
+        stale = self.staleness.stale(env, self.clock() if now is None else now)
+        key = (codec.name, stale)
+        frame = self._frames.get(key)
+        if frame is None:
+            view = View(self.public_served_by, self.label(env.leader), stale)
+            frame = self._frames[key] = codec.snapshot(env, view)
+        return frame
 
-    def _client_frame(self, env: Envelope, stale: bool) -> bytes:
-        return text_frame(env.client_json(self.public_served_by, stale, leader=self.label(env.leader)))
-
-    def _stale_notice(self, env: Envelope, age: float) -> bytes:
-        return text_frame(json.dumps({
-            "type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": self.public_served_by,
-            "fetched_at": iso_utc(env.fetched_at), "age_s": round(age, 1),
-        }, separators=(",", ":")))
+    def send_snapshot(self, conn: ClientConnection) -> bool:
+        """Send the current snapshot to one client (on connect, or asked); False if there is none."""
+        env = self.latest
+        if env is None:
+            return False
+        broadcast((conn,), self.frame(conn.codec), 1, env.key)
+        return True
 
     # --- clients ----------------------------------------------------------
-    def serve(self, taken: TakenOver, remote: str) -> ClientConnection:
+    def serve(self, taken: TakenOver, remote: str, codec: Codec | None = None) -> ClientConnection:
         """Register a client right after its handshake and takeover; returns at once.
 
         From here the connection is driven by watchers on the gevent loop, so
-        the request (and its greenlet) can end.
+        the request (and its greenlet) can end. ``codec`` is the protocol the
+        handshake chose (default: the hub's).
         """
         self._next_id += 1
         conn = ClientConnection(
             taken, conn_id=self._next_id, remote=remote, max_message_bytes=self.max_message_bytes,
-            commands_per_second=self.commands_per_second, handler=self,
+            commands_per_second=self.commands_per_second, handler=self, codec=codec or self.codec,
         )
         if self.send_buffer:
             # A fixed kernel buffer bounds the memory a client that stops
@@ -141,13 +159,14 @@ class Hub:
             except OSError:
                 pass
         self.clients.add(conn)
+        self.codecs.setdefault(conn.codec.name, conn.codec)
+        self.by_codec.setdefault(conn.codec.name, set()).add(conn)
         notify(self.observer.connected, "connected")
         notify(lambda: self.observer.clients(len(self.clients)), "clients")
         if not self.accepting:
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
-        elif self.latest_frame is not None:
-            # A new client gets the current snapshot at once.
-            broadcast((conn,), self._frame_for_new_client())
+        else:
+            self.send_snapshot(conn)  # a new client gets the current snapshot at once
         if taken.leftover and not conn.closed:
             conn.feed(taken.leftover)
         return conn
@@ -156,39 +175,9 @@ class Hub:
     def full(self) -> bool:
         return len(self.clients) >= self.max_clients
 
-    def _frame_for_new_client(self) -> bytes:
-        env = self.latest
-        assert env is not None and self.latest_frame is not None
-        stale = self._is_stale(env)
-        if stale != self.latest_stale:
-            return self._client_frame(env, stale)
-        return self.latest_frame
-
+    # --- what a connection tells its hub (feed/ws/connection.py) -------------
     def on_text(self, conn: ClientConnection, text: str) -> None:
-        try:
-            cmd = parse_command(text)
-        except CommandError as exc:
-            conn.errors += 1
-            code = exc.code
-            notify(lambda: self.observer.bad_message(code), "bad_message")
-            if conn.errors > MAX_ERRORS:
-                conn.close(CloseCode.POLICY, "too many invalid messages")
-                return
-            conn.send_control(text_frame(error_message(exc)))
-            return
-        if cmd.op == "snapshot":
-            if self.latest_frame is not None:
-                broadcast((conn,), self._frame_for_new_client())
-                return
-            reply: dict[str, Any] = {"type": "error", "error": "no_snapshot",
-                                     "message": "no snapshot yet; one is sent as soon as it exists"}
-        elif cmd.op == "ping":
-            reply = {"type": "pong", "ts": iso_utc(time.time()), "served_by": self.public_served_by}
-        else:  # status
-            reply = {"type": "status", **self.local_status()}
-        if cmd.request_id is not None:
-            reply["id"] = cmd.request_id
-        conn.send_control(text_frame(json.dumps(reply, separators=(",", ":"), default=str)))
+        self.commands.handle(conn, text)
 
     def on_blocked(self, conn: ClientConnection, blocked: bool) -> None:
         if blocked:
@@ -198,6 +187,7 @@ class Hub:
 
     def on_closed(self, conn: ClientConnection) -> None:
         self.clients.discard(conn)
+        self.by_codec.get(conn.codec.name, set()).discard(conn)
         self.blocked.discard(conn)
         notify(lambda: self.observer.clients(len(self.clients)), "clients")
         notify(lambda: self.observer.closed(close_label(conn.close_code)), "closed")
@@ -240,28 +230,22 @@ class Hub:
                     "event": "hub_error", "node": self.served_by}})
 
     def sweep(self, now: float) -> None:
-        """One housekeeping round: stuck clients, pings, staleness."""
-        for conn in list(self.blocked):
-            stalled = conn.stalled_for(now)
-            if stalled > self.send_timeout:
-                notify(self.observer.slow_dropped, "slow_dropped")
-                log_event(log, "slow_client_dropped", logging.WARNING, node=self.served_by,
-                          client=conn.id, remote=conn.remote, stalled_s=round(stalled, 1),
-                          superseded=conn.superseded)
-                conn.abort(CloseCode.POLICY, f"client too slow: no progress for {stalled:.0f} s")
-        if self.ping_interval and now - self._last_ping >= self.ping_interval:
-            self._last_ping = now
-            for conn in list(self.clients):
-                if not conn.closing and not conn.ping(PING):
-                    conn.abort(CloseCode.POLICY, "no pong to the last ping")
+        """One housekeeping round: the client policy, then staleness."""
+        self.policy.sweep(self.clients, self.blocked, now)
         env = self.latest
-        if env is not None and not self.latest_aged:
-            age = env.age(time.time())
-            if age > self.stale_after:
-                self.latest_stale = self.latest_aged = True
-                self.latest_frame = self._client_frame(env, True)
-                notice = self._stale_notice(env, age)
-                for conn in list(self.clients):
-                    conn.send_control(notice)
-                log_event(log, "snapshot_stale", logging.WARNING, node=self.served_by,
-                          epoch=env.epoch, seq=env.seq, age_s=round(age, 1))
+        wall = self.clock()
+        if env is not None and self._told_stale != env.key and self.staleness.aged(env, wall):
+            # Once per snapshot: its frames are now the stale ones (derived in
+            # frame()), and the clients holding it are told.
+            self._told_stale = env.key
+            age = env.age(wall)
+            notices: dict[str, bytes] = {}
+            for conn in list(self.clients):
+                codec = conn.codec
+                notice = notices.get(codec.name)
+                if notice is None:
+                    notice = notices[codec.name] = codec.stale_notice(env, self.public_served_by, age)
+                conn.send_control(notice)
+            log_event(log, "snapshot_stale", logging.WARNING, node=self.served_by,
+                      epoch=env.epoch, seq=env.seq, age_s=round(age, 1))
+

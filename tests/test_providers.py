@@ -405,7 +405,7 @@ def test_a_monthly_quota_stretches_the_cadence_then_stops_the_calls(sim: Simulat
     try:
         fetcher()
         # 2 of 6 calls used: the 2 pairs left are spread over the rest of the month.
-        from feed.providers.fetcher import _month_end
+        from feed.providers.adapters import month_end as _month_end
 
         now = time.time()
         expected = max(0.01, (_month_end(now) - now) / 2)

@@ -1,0 +1,330 @@
+"""One adapter per upstream provider: what to call, how often, what an answer means, what its status says.
+
+The fetch loop (feed/providers/fetcher.py) names no provider: it asks each
+adapter for its calls, its cadence and whether anything refuses them now,
+runs what is due, and hands each outcome back. What is particular to a
+provider lives here, beside the others, as cryptofeed's exchange classes
+declare theirs; the wire shapes (URLs, parsing, error bodies) stay in the
+provider's own module (``coingecko.py``, ``binance.py``, ``feargreed.py``).
+
+A new REST provider is a wire module and an adapter registered in
+:data:`ADAPTERS` (plus its name in feed/providers/names.py and its shape in
+the simulator); a stream would write to the same section store
+(feed/providers/sections.py) from its own package.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from feed.config.settings import Settings
+from feed.logs import log_event
+from feed.providers import binance, coingecko, feargreed
+from feed.providers.budget import Budget
+from feed.providers.snapshot import CallResult
+from feed.providers.symbol_book import SymbolBook
+from feed.providers.transport import Call, CallFailed
+
+__all__ = ["ADAPTERS", "Adapter", "Context", "month_end"]
+
+log = logging.getLogger(__name__)
+
+WEIGHT_LIMIT = 6000  # Binance's REQUEST_WEIGHT per minute per IP
+WEIGHT_HEADROOM = 0.9  # past this share of it, wait for the next minute
+LOOKUP_BACKOFF = 60.0  # longest pause between failed lookups, seconds
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an adapter may use, given by its fetcher."""
+
+    node_id: str
+    budget: Budget
+    symbols: tuple[str, ...]
+    fetch_interval: float
+    wall: Callable[[], float]
+    #: The redacted base URL of a provider, as blocks record it.
+    base: Callable[[str], str]
+    #: Run calls concurrently within this tick's deadline.
+    run: Callable[[list[Call]], list[CallResult]]
+    #: Count a call that a block kept from going out.
+    skipped: Callable[[str], None]
+
+
+class Adapter:
+    """The defaults: a provider with fixed calls, a fixed cadence and nothing particular."""
+
+    name: ClassVar[str]
+    live_url: ClassVar[str]
+    #: The setting that points this provider elsewhere (a proxy, a stand-in).
+    url_setting: ClassVar[str]
+    #: The outcome -> what an operator should do, for this provider's refusals.
+    fixes: ClassVar[dict[Any, str]] = {}
+
+    def __init__(self, ctx: Context, url: str, interval: float) -> None:
+        self.ctx = ctx
+        self.url = url
+        self.cadence = interval
+
+    @classmethod
+    def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
+        return cls(ctx, url, cls.interval_of(settings))
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        """The configured cadence of this provider's calls."""
+        return settings.fetch_interval
+
+    # --- where ---------------------------------------------------------------
+    @classmethod
+    def live_base(cls, settings: Settings) -> str:
+        return cls.live_url
+
+    @classmethod
+    def sim_path(cls, settings: Settings) -> str:
+        return cls.name
+
+    # --- what, and how often ----------------------------------------------------
+    def calls(self) -> list[Call]:
+        """Every call of one round, due or not."""
+        raise NotImplementedError
+
+    def interval(self, endpoint: str, now: float) -> float:
+        """The endpoint's cadence now."""
+        return self.cadence
+
+    def refusal(self, now: float) -> CallFailed | None:
+        """A reason no call may go out now that no block records yet (a quota used up)."""
+        return None
+
+    def prepare(self, now: float) -> tuple[list[CallResult], tuple[str, ...]]:
+        """Work before this tick's calls (a lookup).
+
+        Returns ``(failed results, settled as calls are; parts recovered)``.
+        """
+        return [], ()
+
+    def backoff_limit(self, call: Call, now: float) -> float:
+        """The longest back-off after repeated failures of ``call``."""
+        return self.interval(call.endpoint, now)
+
+    # --- what an answer means -------------------------------------------------------
+    def answered(self, call: Call, value: Any, now: float) -> Any:
+        """A good answer's value, as the section keeps it."""
+        return value
+
+    def failed(self, call: Call, exc: CallFailed, now: float) -> bool:
+        """True if this failure is handled here (no back-off, no block)."""
+        return False
+
+    def weighed(self, call: Call, used: int | None, now: float) -> None:
+        """The provider's own count of what we used (a header), after any answer."""
+
+    # --- what its status says -----------------------------------------------------------
+    def unknown(self) -> tuple[str, ...]:
+        """Configured symbols this provider does not list."""
+        return ()
+
+    def fix(self, exc: CallFailed, outcome: str) -> str | None:
+        return self.fixes.get(exc.code) if exc.code in self.fixes else self.fixes.get(outcome)
+
+
+class CoinGeckoAdapter(Adapter):
+    """Prices and market totals; a key selects the host and header; a monthly quota may pace it."""
+
+    name = coingecko.NAME
+    live_url = coingecko.LIVE_URL
+    url_setting = "coingecko_url"
+    fixes: ClassVar[dict[Any, str]] = {
+        10002: "COINGECKO_API_KEY is missing or not a valid key: check it, or unset it to call keyless",
+        10010: "COINGECKO_API_KEY is a Pro key: set COINGECKO_API_PLAN=pro "
+               "(it goes to pro-api.coingecko.com)",
+        10011: "COINGECKO_API_KEY is a Demo key: set COINGECKO_API_PLAN=demo "
+               "(it goes to api.coingecko.com)",
+        "quota": "the month's CoinGecko calls (COINGECKO_MONTHLY_CALLS) are used up",
+        "forbidden": "the provider's firewall refused this host (HTTP 403); backing off",
+    }
+
+    def __init__(self, ctx: Context, url: str, interval: float, *, ids: dict[str, str],
+                 unlisted: tuple[str, ...], headers: dict[str, str], monthly_calls: int) -> None:
+        super().__init__(ctx, url, interval)
+        self.ids = ids
+        self.unlisted = unlisted
+        self.headers = headers
+        self.monthly_calls = monthly_calls
+        if unlisted:
+            log_event(log, "symbols_unknown", logging.WARNING, node=ctx.node_id, provider=self.name,
+                      symbols=list(unlisted),
+                      fix="CoinGecko ids are not tickers: give them as COINGECKO_IDS=SYMBOL=id,...")
+
+    @classmethod
+    def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
+        ids, unlisted = coingecko.ids_for(settings.symbols, settings.coingecko_ids)
+        return cls(ctx, url, cls.interval_of(settings), ids=ids, unlisted=tuple(unlisted),
+                   headers=coingecko.auth(settings.coingecko_api_plan, settings.coingecko_api_key)[1],
+                   monthly_calls=settings.coingecko_monthly_calls)
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        return settings.coingecko_interval
+
+    @classmethod
+    def live_base(cls, settings: Settings) -> str:
+        return coingecko.auth(settings.coingecko_api_plan, settings.coingecko_api_key)[0]
+
+    @classmethod
+    def sim_path(cls, settings: Settings) -> str:
+        pro = settings.coingecko_api_key and settings.coingecko_api_plan == "pro"
+        return "coingecko-pro" if pro else cls.name
+
+    def calls(self) -> list[Call]:
+        calls = [coingecko.price_call(self.url, self.ids, self.headers)] if self.ids else []
+        return [*calls, coingecko.global_call(self.url, self.headers)]
+
+    def interval(self, endpoint: str, now: float) -> float:
+        interval = self.cadence
+        if self.monthly_calls:
+            # Spread what is left of the month's calls over what is left of the month.
+            left = self.monthly_calls - self.ctx.budget.calls(self.name)["month"]
+            per_round = 1 + bool(self.ids)
+            if left > 0:
+                interval = max(interval, (month_end(now) - now) / (left / per_round))
+        return interval
+
+    def refusal(self, now: float) -> CallFailed | None:
+        if self.monthly_calls and self.ctx.budget.calls(self.name)["month"] >= self.monthly_calls:
+            return CallFailed("quota", f"{self.monthly_calls} calls this month, all used")
+        return None
+
+    def answered(self, call: Call, value: Any, now: float) -> Any:
+        if call.part == "prices":
+            absent = sorted(set(self.ids) - set(value))
+            self.ctx.budget.put_json("unknown:coingecko", absent or None)
+        return value
+
+    def unknown(self) -> tuple[str, ...]:
+        absent = self.ctx.budget.get_json("unknown:coingecko") or []
+        return tuple(sorted({*self.unlisted, *absent}))
+
+
+class BinanceAdapter(Adapter):
+    """Prices for the pairs its symbol book lists; its weight header paces it."""
+
+    name = binance.NAME
+    live_url = binance.LIVE_URL
+    url_setting = "binance_url"
+    fixes: ClassVar[dict[Any, str]] = {
+        "restricted": "Binance refuses this region (HTTP 451): deploy in a region it serves, or set "
+                      "BINANCE_BASE_URL to another host (https://api.binance.us for binance.us, whose "
+                      "symbols differ); prices come from CoinGecko meanwhile",
+        "banned": "Binance banned this IP for calling past its limit (HTTP 418); no call until the ban ends",
+        "forbidden": "the provider's firewall refused this host (HTTP 403); backing off",
+    }
+
+    def __init__(self, ctx: Context, url: str, interval: float) -> None:
+        super().__init__(ctx, url, interval)
+        self.book = SymbolBook(ctx.budget, ctx.symbols, ctx.base(self.name), url, ctx.wall)
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        return settings.binance_interval or settings.fetch_interval
+
+    def calls(self) -> list[Call]:
+        pairs = self.book.pairs()
+        return [binance.ticker_call(self.url, pairs)] if pairs else []
+
+    def prepare(self, now: float) -> tuple[list[CallResult], tuple[str, ...]]:
+        """The symbol book, looked up when missing, old or incomplete (feed/providers/symbol_book.py)."""
+        budget = self.ctx.budget
+        if not self.book.needs_lookup():
+            return [], ()
+        if budget.blocked(self.name, self.ctx.base(self.name)) is not None:
+            self.ctx.skipped(self.name)
+            return [], ()
+        if (budget.next_due("binance.symbols") or 0) > now:
+            return [], ()
+        failed, complete = self.book.look_up(now, self.ctx.run)
+        if failed:
+            return failed, ()
+        budget.set_failures("binance.symbols", 0)
+        if not complete:
+            return [], ()
+        unknown = self.book.unknown()
+        if unknown:
+            log_event(log, "symbols_unknown", logging.WARNING, node=self.ctx.node_id, provider=self.name,
+                      symbols=list(unknown), fix="Binance does not list these against USDT; their "
+                                                 "prices come from CoinGecko")
+        return [], ("symbols",)
+
+    def backoff_limit(self, call: Call, now: float) -> float:
+        # A lookup is asked once a day, so it backs off up to a minute.
+        return LOOKUP_BACKOFF if call.part == "symbols" else self.interval(call.endpoint, now)
+
+    def failed(self, call: Call, exc: CallFailed, now: float) -> bool:
+        if exc.code == binance.UNKNOWN_SYMBOL:
+            # A pair Binance does not (or no longer) list: look the symbols up again.
+            self.book.forget()
+            self.ctx.budget.set_next_due(call.endpoint, now)
+            return True
+        return False
+
+    def weighed(self, call: Call, used: int | None, now: float) -> None:
+        if used is None:
+            return
+        self.ctx.budget.put_json("weight:binance", {"used": used, "at": int(now * 1000)})
+        if used >= WEIGHT_HEADROOM * WEIGHT_LIMIT:
+            # Close to the per-minute limit: the next call waits for the next minute.
+            self.ctx.budget.set_next_due(call.endpoint, math.floor(now / 60 + 1) * 60)
+
+    def unknown(self) -> tuple[str, ...]:
+        return self.book.unknown()
+
+
+class FearGreedAdapter(Adapter):
+    """The Fear & Greed index: asked again shortly after it says a new value is out."""
+
+    name = feargreed.NAME
+    live_url = feargreed.LIVE_URL
+    url_setting = "feargreed_url"
+    fixes: ClassVar[dict[Any, str]] = {
+        "forbidden": "the provider's firewall refused this host (HTTP 403); backing off",
+    }
+
+    def __init__(self, ctx: Context, url: str, interval: float) -> None:
+        super().__init__(ctx, url, interval)
+        self._next_update: float | None = None
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        return settings.feargreed_interval
+
+    def calls(self) -> list[Call]:
+        return [feargreed.fng_call(self.url)]
+
+    def interval(self, endpoint: str, now: float) -> float:
+        if self._next_update is None:
+            return self.cadence
+        # The index changes once a day; ask again shortly after it has.
+        return min(self.cadence, max(60.0, self._next_update - now + 30.0))
+
+    def answered(self, call: Call, value: Any, now: float) -> Any:
+        if isinstance(value, dict):
+            until = value.pop("next_update_s", None)
+            self._next_update = now + until if isinstance(until, int) else None
+        return value
+
+
+ADAPTERS: dict[str, type[Adapter]] = {a.name: a for a in (CoinGeckoAdapter, BinanceAdapter, FearGreedAdapter)}
+
+
+def month_end(now: float) -> float:
+    """The end of ``now``'s month, UTC (unix seconds)."""
+    t = datetime.fromtimestamp(now, tz=UTC)
+    days = calendar.monthrange(t.year, t.month)[1]
+    return datetime(t.year, t.month, days, tzinfo=UTC).timestamp() + 86400.0

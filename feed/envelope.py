@@ -1,8 +1,13 @@
 """The snapshot envelope: what the leader stores, publishes and clients receive.
 
 ``(epoch, seq)`` orders envelopes totally: ``epoch`` is the leader's fencing
-token, ``seq`` counts snapshots within that term from 1. ``fetched_at`` is
-when the leader began the fetch (the schedule is anchored on it).
+token, ``seq`` counts snapshots within that term from 1. Two times, each
+with one meaning: ``fetched_at``, when the leader began the fetch whose
+sections it carries (the data's age: clients and staleness read it), and
+``published_at``, when the leader wrote it. Each section carries its own
+``fetched_at`` besides. The leader's schedule is anchored on neither: it is
+the cluster budget's per-endpoint next-call times (feed/node/leader.py), so
+a publish between fetches moves nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Envelope:
     leader: str
     fetched_at: float  # unix seconds
     data: dict[str, Any] = field(default_factory=dict)
+    #: unix seconds; None for an envelope written before the field existed.
+    published_at: float | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -52,6 +59,7 @@ class Envelope:
             "seq": self.seq,
             "leader": self.leader,
             "fetched_at": iso_utc(self.fetched_at),
+            **({} if self.published_at is None else {"published_at": iso_utc(self.published_at)}),
             "data": self.data,
         }
 
@@ -83,7 +91,16 @@ class Envelope:
             raise EnvelopeError("fetched_at must be an ISO 8601 time with a zone") from None
         if not math.isfinite(fetched_at):
             raise EnvelopeError("fetched_at out of range")
-        return cls(epoch=epoch, seq=seq, leader=leader, fetched_at=fetched_at, data=data)
+        published_at = None
+        if obj.get("published_at") is not None:
+            try:
+                published_at = parse_iso(obj["published_at"])
+            except (TypeError, ValueError):
+                raise EnvelopeError("published_at must be an ISO 8601 time with a zone") from None
+            if not math.isfinite(published_at):
+                raise EnvelopeError("published_at out of range")
+        return cls(epoch=epoch, seq=seq, leader=leader, fetched_at=fetched_at, data=data,
+                   published_at=published_at)
 
 
 def _is_int(value: object) -> bool:

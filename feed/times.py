@@ -18,6 +18,8 @@ def iso_utc(ts: float) -> str:
 
 def parse_iso(text: str) -> float:
     """Inverse of :func:`iso_utc` (accepts any ISO 8601 time with a zone)."""
+    if not isinstance(text, str):
+        raise TypeError(f"an ISO time is a string, not {type(text).__name__}")
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     dt = datetime.fromisoformat(text)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from feed.envelope import Envelope
+from feed.envelope import Envelope, EnvelopeError
 from feed.ws.codecs.base import View
 from feed.ws.codecs.marketfeed import CODEC
 from feed.ws.protocol import Command, CommandError
@@ -83,3 +83,20 @@ def test_bad_messages_are_refused_with_a_code(text: str, code: str) -> None:
     with pytest.raises(CommandError) as info:
         CODEC.parse(text)
     assert info.value.code == code
+
+
+def test_publish_time_travels_beside_the_fetch_time() -> None:
+    env = Envelope(ENV.epoch, ENV.seq, ENV.leader, ENV.fetched_at, ENV.data,
+                   published_at=ENV.fetched_at + 0.25)
+    stored = env.to_json()
+    assert Envelope.from_json(stored) == env
+    sent = json.loads(payload(CODEC.snapshot(env, View("w", "l", False))))
+    assert list(sent)[:8] == ["type", "epoch", "seq", "leader", "served_by", "fetched_at", "published_at",
+                              "stale"]
+    assert sent["published_at"] == "2026-11-26T13:00:00.373Z"
+    # A number where a time belongs (a foreign publisher) is refused, not a crash.
+    for field in ("published_at", "fetched_at"):
+        bad = json.loads(stored)
+        bad[field] = 5
+        with pytest.raises(EnvelopeError):
+            Envelope.from_json(json.dumps(bad))

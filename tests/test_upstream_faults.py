@@ -12,11 +12,13 @@ import pytest
 import redis
 
 from feed.config.settings import Settings
+from feed.election.term import Term
 from feed.envelope import Envelope
 from feed.errors import FetchFailed
 from feed.keys import Keys
 from feed.node.node import FeedNode
 from feed.observer import Quiet
+from feed.providers.budget import RedisBudgetStore
 from feed.providers.fetcher import Fetcher, build_fetcher
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.client import connect
@@ -424,3 +426,30 @@ def test_every_provider_failing_keeps_sections_then_writes_nothing(redis_url: st
             node.stop()
             fetcher.close()
             client.close()
+
+
+def test_the_schedule_is_the_budget_s_and_a_publish_does_not_move_it(
+        redis_url: str, rclient: redis.Redis, sim: SimulatedExchange) -> None:
+    # Two fetchers as two leaders of one cluster, one after the other.
+    settings = node_settings(redis_url, sim, fetch_interval=5.0, providers=("binance",))
+    store = RedisBudgetStore(rclient, Keys())
+    first, second = (build_fetcher(settings, n, store=store) for n in ("node-a", "node-b"))
+    try:
+        rclient.set(Keys().leader, "node-a")
+        rclient.set(Keys().epoch, 7)
+        term = Term("node-a", 7)
+        began = time.time()
+        first(term)
+        due = first.next_due(term)
+        assert due is not None and began + 5.0 - 0.001 <= due <= time.time() + 5.0  # stored in ms
+        # A publish between fetches (a newer snapshot, as a stream tick would
+        # make) changes neither this leader's schedule nor the next one's.
+        later = Envelope(7, 9, "node-a", time.time() + 3.0, {"prices": {}}, published_at=time.time() + 3.0)
+        first.sections.adopt(later, ("binance",))
+        assert first.next_due(term) == due
+        rclient.set(Keys().leader, "node-b")
+        rclient.set(Keys().epoch, 8)
+        assert second.next_due(Term("node-b", 8)) == due  # the handover keeps it
+    finally:
+        first.close()
+        second.close()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -219,7 +220,7 @@ class Presence:
     """
 
     def __init__(self, node_id: str, keys: Keys, *, grace: float = 0.3, poll: float = 0.2,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not grace > 0 or not poll > 0:
             raise ValueError("presence grace and poll must be positive")
         self.node_id = node_id
@@ -234,10 +235,10 @@ class Presence:
         self._lock = threading.Lock()
         #: Called when the subscription should be dropped and made again
         #: (set by the follower role): the server holding the lock does not see it.
-        self.resubscribe: Any = None
+        self.resubscribe: Callable[[], None] | None = None
         #: Called when the subscription goes down (set by the node: the leader
         #: role wakes, to stop and say so at once rather than at its next tick).
-        self.on_down: Any = None
+        self.on_down: Callable[[], None] | None = None
 
     @property
     def in_use(self) -> bool:

@@ -4,9 +4,11 @@ A :class:`Term` is what every leader-side worker is given when the node
 starts leading (the REST fetch loop today, a stream supervisor next): its
 epoch, an ``ended`` event that is set the moment the term is over (released,
 lost, refused, run out), and :meth:`Term.may_act`, the check to make before
-any outside effect (a fetch, a write). A worker waits on ``ended`` instead of
-polling the leadership, and a term that ended never revives: the next one is
-a new handle under a new epoch.
+starting work (a fetch, a subscription). A worker waits on ``ended`` instead
+of polling the leadership, and a term that ended never revives: the next one
+is a new handle under a new epoch. Writes are not trusted to any local check
+(a pause can fall between the check and the write): they go through the
+fence, which Redis checks against the term's epoch.
 
 :class:`LeaderCallbacks` are client-go's ``LeaderCallbacks``: started
 leading (with the term), stopped leading (with the term and the reason), a

@@ -40,13 +40,17 @@ log = logging.getLogger(__name__)
 
 # fetch(term, previous) -> snapshot data; see feed/providers/fetcher.py.
 Fetch = Callable[[Term, Envelope | None], dict]
+# schedule(term) -> when the fetch is next due by the cluster's budget (unix
+# seconds), or None; it may raise RedisError.
+Schedule = Callable[[Term], "float | None"]
 
 
 class LeaderRole:
     """Runs while the node leads; see the module docstring."""
 
     def __init__(self, node_id: str, leadership: Leadership, store: SnapshotStore, delivery: Delivery,
-                 fetch: Fetch, *, interval: float, stopped: threading.Event, step_down_after: int = 0,
+                 fetch: Fetch, *, interval: float, stopped: threading.Event, schedule: Schedule | None = None,
+                 step_down_after: int = 0,
                  hold_off: float = 10.0, presence: Presence | None = None, observer: Observer | None = None,
                  event_class: type = threading.Event) -> None:
         if interval <= 0:
@@ -56,6 +60,7 @@ class LeaderRole:
         self.store = store
         self.delivery = delivery
         self.fetch = fetch
+        self.schedule = schedule
         self.interval = interval
         self.stopped = stopped
         self.step_down_after = step_down_after
@@ -127,16 +132,33 @@ class LeaderRole:
         self.last_epoch = term.epoch
         self.failures = 0  # a step-down counts failures within one term
         if self.leadership.contested:
-            # Anchor the schedule on the newest snapshot anywhere, so a change
-            # of leader neither repeats nor skips a fetch.
+            # The newest snapshot anywhere: its sections are where this term starts from.
             try:
                 self.delivery.catch_up()
             except redis.RedisError:
                 pass
-        latest = self.delivery.latest
-        self.next_due = latest.fetched_at + self.interval if latest else time.time()
+        self.next_due = self._first_fetch(term)
         log_event(log, "term_started", node=self.node_id, role=self.leadership.role, epoch=term.epoch,
                   next_fetch_in_s=round(max(0.0, self.next_due - time.time()), 3))
+
+    def _first_fetch(self, term: Term) -> float:
+        """When a new term fetches first: so that a change of leader neither repeats nor skips a fetch.
+
+        Anchored on the cluster budget's next-call times (the schedule), which
+        only fetches move; within a term the fetches then follow every
+        interval. Without a schedule (a fetch that keeps no budget) or
+        without Redis, on the newest snapshot's fetch time.
+        """
+        now = time.time()
+        if self.schedule is not None:
+            try:
+                due = self.schedule(term)
+            except redis.RedisError:
+                due = None
+            if due is not None:
+                return min(due, now + self.interval)
+        latest = self.delivery.latest
+        return latest.fetched_at + self.interval if latest else now
 
     def fetch_and_publish(self, term: Term) -> None:
         started = time.time()
@@ -188,14 +210,16 @@ class LeaderRole:
 
     def publish(self, term: Term, started: float, data: dict) -> None:
         """Write one snapshot through the store and give it to the node's delivery."""
-        if term.ended.is_set() or not self._present(term):
+        if not self._present(term):
             return  # fetched while present, but not to be written now
-        # The lease is not checked again here: a pause can fall between any
-        # local check and the write, so the check that counts is the fence,
-        # in Redis (a write after the lease ran out is refused there, and
-        # that refusal ends the term).
+        # Neither the lease nor the term's end is checked again here: a pause
+        # can fall between any local check and the write, so the check that
+        # counts is the fence, in Redis. A write from a term that has ended
+        # lands only if the lock and the epoch are still this term's (nobody
+        # else leads), and is refused otherwise.
         self.seq += 1
-        env = Envelope(epoch=term.epoch, seq=self.seq, leader=self.node_id, fetched_at=started, data=data)
+        env = Envelope(epoch=term.epoch, seq=self.seq, leader=self.node_id, fetched_at=started, data=data,
+                       published_at=time.time())
         try:
             result = self.store.write(self.node_id, env)
         except redis.RedisError as exc:

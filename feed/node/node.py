@@ -34,7 +34,7 @@ from feed.envelope import Envelope
 from feed.logs import log_event
 from feed.node.delivery import Delivery, Listener
 from feed.node.follower import FollowerRole
-from feed.node.leader import Fetch, LeaderRole
+from feed.node.leader import Fetch, LeaderRole, Schedule
 from feed.observer import Observer, Quiet, notify
 from feed.redisconn.url import redact_url
 
@@ -65,6 +65,8 @@ class FeedNode:
     ``fetch(term, previous)`` returns the snapshot's ``data`` or raises (any
     exception is a failed fetch; :class:`~feed.errors.FetchFailed` is the
     expected one).
+    ``schedule(term)``, if given, says when the fetch is next due by the
+    cluster's budget: a new term's first fetch is anchored there.
     ``observer`` (feed/observer.py) is told of terms, fetches, writes,
     deliveries and the paths to Redis, for metrics. ``clients()``
     counts this node's WebSocket clients, for the cluster's node list.
@@ -82,6 +84,7 @@ class FeedNode:
         thread_class: type = threading.Thread,
         event_class: type = threading.Event,
         clients: Callable[[], int] | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -103,7 +106,7 @@ class FeedNode:
         self.delivery = Delivery(self.node_id, self.store, listener, self.observer,
                                  observe_epoch=lead.observe_epoch, role=lambda: self.role)
         self.leader = LeaderRole(self.node_id, lead, self.store, self.delivery, fetch,
-                                 interval=settings.fetch_interval, stopped=self.stopped,
+                                 interval=settings.fetch_interval, stopped=self.stopped, schedule=schedule,
                                  step_down_after=settings.step_down_after, hold_off=settings.lock_ttl,
                                  presence=self.presence, observer=self.observer, event_class=event_class)
         if self.presence is not None:

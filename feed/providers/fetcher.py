@@ -138,6 +138,7 @@ class Fetcher:
         self.last: dict | None = None  # the last snapshot data, for inspection
         self._last_missing: list[str] = []
         self._deadline_at = 0.0  # this tick's deadline (monotonic)
+        self._adopted: Term | None = None  # the term whose previous snapshot was adopted
         ctx = Context(node_id=client.node_id, budget=self.budget, symbols=plan.symbols,
                       fetch_interval=plan.fetch_interval, wall=wall, base=self._base,
                       run=lambda calls: self._run(calls, self._deadline_at),
@@ -162,7 +163,9 @@ class Fetcher:
     def __call__(self, term: Term | None = None, previous: Envelope | None = None) -> dict:
         term = term or Term(self.node_id, 0)
         now = self.wall()
-        if self.budget.begin(term):
+        self.budget.begin(term)
+        if self._adopted != term:
+            self._adopted = term
             self.sections.adopt(previous, self.plan.providers)
         self._deadline_at = self.clock() + self.deadline
         results = self._run_tick(now)
@@ -197,6 +200,29 @@ class Fetcher:
                       failed={p: s["error"] for p, s in data["sources"].items() if not s["ok"]})
         self.last = data
         return data
+
+    def next_due(self, term: Term) -> float | None:
+        """When the first endpoint is next due by the cluster's budget (unix seconds; None: no call known).
+
+        The leader anchors a new term's schedule here, not on the last
+        snapshot: the budget's next-call times are written only by fetches
+        (through the fence), so neither a publish between fetches nor a
+        change of leader moves them. Loads the budget if ``term`` is new;
+        raises RedisError if it cannot.
+        """
+        self.budget.begin(term)
+        now = self.wall()
+        times = []
+        for adapter in self.adapters.values():
+            if self.budget.blocked(adapter.name, self._base(adapter.name)) is not None:
+                continue
+            for call in adapter.calls():
+                when = self.budget.next_due(call.endpoint)
+                if when is None:
+                    kept = self.sections.get(call.endpoint)
+                    when = kept.fetched_at + adapter.interval(call.endpoint, now) if kept else now
+                times.append(when)
+        return min(times) if times else None
 
     # --- what to call -------------------------------------------------------------
     def _due_calls(self, adapter: Adapter, now: float) -> list[Call]:

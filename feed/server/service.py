@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -19,7 +18,9 @@ from feed.config.settings import Settings
 from feed.election.identity import make_node_id, opaque_label
 from feed.errors import MarketfeedError
 from feed.logs import log_event, redact_text
+from feed.node.leader import Fetch
 from feed.node.node import FeedNode
+from feed.providers.fetcher import Fetcher
 from feed.redisconn.client import connect
 from feed.redisconn.url import redact_url
 from feed.server.cluster import cluster_view
@@ -37,7 +38,7 @@ class ServiceNotConfigured(MarketfeedError):
 
 class FeedService:
     def __init__(self, settings: Settings, *, node_id: str | None = None,
-                 fetch: Callable[[], dict] | None = None) -> None:
+                 fetch: Fetch | None = None) -> None:
         if not settings.redis_url:
             raise ServiceNotConfigured(
                 "REDIS_URL is not set: run under `gunicorn -c gunicorn.conf.py` (it starts an "
@@ -47,7 +48,7 @@ class FeedService:
         self.node_id = node_id or make_node_id(settings.replica_id)
         self.metrics = Metrics(self.node_id)
         self.client = connect(settings.redis_url, settings.redis_timeout)
-        self._fetcher: Any = None
+        self._fetcher: Fetcher | None = None
         if fetch is None:
             from feed.providers.budget import RedisBudgetStore
             from feed.providers.fetcher import build_fetcher
@@ -70,6 +71,7 @@ class FeedService:
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
                              node_id=self.node_id, observer=self.metrics,
+                             schedule=self._fetcher.next_due if self._fetcher is not None else None,
                              clients=lambda: len(self.hub.clients))
         self.started = False
         self.stopping = False

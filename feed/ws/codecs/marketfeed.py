@@ -2,7 +2,7 @@
 
 Server -> client::
 
-    {"type": "snapshot", "epoch", "seq", "leader", "served_by", "fetched_at", "stale", "data"}
+    {"type": "snapshot", "epoch", "seq", "leader", "served_by", "fetched_at", "published_at", "stale", "data"}
     {"type": "stale", "epoch", "seq", "served_by", "fetched_at", "age_s"}
     {"type": "pong", "ts", "served_by"[, "id"]}
     {"type": "status", ...this worker's view[, "id"]}
@@ -32,7 +32,7 @@ from feed.ws.protocol import OPS, Command, CommandError
 __all__ = ["CODEC", "MarketfeedCodec"]
 
 # Field order as documented; data last because it is the bulk.
-_ORDER = ("type", "epoch", "seq", "leader", "served_by", "fetched_at", "stale", "data")
+_ORDER = ("type", "epoch", "seq", "leader", "served_by", "fetched_at", "published_at", "stale", "data")
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
@@ -49,7 +49,8 @@ class MarketfeedCodec:
         out["leader"] = view.leader
         out["served_by"] = view.served_by
         out["stale"] = view.stale
-        return text_frame(json.dumps({k: out[k] for k in _ORDER}, separators=(",", ":"), allow_nan=False))
+        return text_frame(json.dumps({k: out[k] for k in _ORDER if k in out}, separators=(",", ":"),
+                                     allow_nan=False))
 
     def stale_notice(self, env: Envelope, served_by: str, age: float) -> bytes:
         return _frame({"type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": served_by,

@@ -43,7 +43,6 @@ __all__ = ["FeedNode", "choose_leadership"]
 log = logging.getLogger(__name__)
 
 
-
 def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
                       event_class: type = threading.Event, presence: Presence | None = None,
                       clients: Callable[[], int] | None = None,

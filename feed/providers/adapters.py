@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +48,6 @@ class Context:
     node_id: str
     budget: Budget
     symbols: tuple[str, ...]
-    fetch_interval: float
     wall: Callable[[], float]
     #: The redacted base URL of a provider, as blocks record it.
     base: Callable[[str], str]
@@ -57,8 +57,11 @@ class Context:
     skipped: Callable[[str], None]
 
 
-class Adapter:
-    """The defaults: a provider with fixed calls, a fixed cadence and nothing particular."""
+class Adapter(ABC):
+    """The defaults: a provider with fixed calls, a fixed cadence and nothing particular.
+
+    A provider's adapter says at least what its calls are (:meth:`calls`).
+    """
 
     name: ClassVar[str]
     live_url: ClassVar[str]
@@ -91,9 +94,9 @@ class Adapter:
         return cls.name
 
     # --- what, and how often ----------------------------------------------------
+    @abstractmethod
     def calls(self) -> list[Call]:
         """Every call of one round, due or not."""
-        raise NotImplementedError
 
     def interval(self, endpoint: str, now: float) -> float:
         """The endpoint's cadence now."""
@@ -124,7 +127,8 @@ class Adapter:
         return False
 
     def weighed(self, call: Call, used: int | None, now: float) -> None:
-        """The provider's own count of what we used (a header), after any answer."""
+        """The provider's own count of what we used (a header), after any answer; most send none."""
+        return None
 
     # --- what its status says -----------------------------------------------------------
     def unknown(self) -> tuple[str, ...]:

@@ -139,8 +139,8 @@ class Fetcher:
         self._last_missing: list[str] = []
         self._deadline_at = 0.0  # this tick's deadline (monotonic)
         self._adopted: Term | None = None  # the term whose previous snapshot was adopted
-        ctx = Context(node_id=client.node_id, budget=self.budget, symbols=plan.symbols,
-                      fetch_interval=plan.fetch_interval, wall=wall, base=self._base,
+        ctx = Context(node_id=client.node_id, budget=self.budget, symbols=plan.symbols, wall=wall,
+                      base=self._base,
                       run=lambda calls: self._run(calls, self._deadline_at),
                       skipped=lambda provider: self.client.record(provider, "skipped", 0.0))
         self.adapters: dict[str, Adapter] = {name: plan.adapters[name](ctx) for name in plan.providers}
@@ -212,16 +212,11 @@ class Fetcher:
         """
         self.budget.begin(term)
         now = self.wall()
-        times = []
+        times: list[float] = []
         for adapter in self.adapters.values():
             if self.budget.blocked(adapter.name, self._base(adapter.name)) is not None:
                 continue
-            for call in adapter.calls():
-                when = self.budget.next_due(call.endpoint)
-                if when is None:
-                    kept = self.sections.get(call.endpoint)
-                    when = kept.fetched_at + adapter.interval(call.endpoint, now) if kept else now
-                times.append(when)
+            times += [self._when_due(adapter, call, now) for call in adapter.calls()]
         return min(times) if times else None
 
     # --- what to call -------------------------------------------------------------
@@ -236,13 +231,17 @@ class Fetcher:
             if self.budget.blocked(name, self._base(name)) is not None:
                 self.client.record(name, "skipped", 0.0)
                 continue
-            when = self.budget.next_due(call.endpoint)
-            if when is None:
-                kept = self.sections.get(call.endpoint)
-                when = kept.fetched_at + adapter.interval(call.endpoint, now) if kept else now
-            if when <= now + 0.05:  # a tick may begin a hair early
+            if self._when_due(adapter, call, now) <= now + 0.05:  # a tick may begin a hair early
                 due.append(call)
         return due
+
+    def _when_due(self, adapter: Adapter, call: Call, now: float) -> float:
+        """When ``call`` is next due: the budget's time, else its kept section's age, else now."""
+        when = self.budget.next_due(call.endpoint)
+        if when is not None:
+            return when
+        kept = self.sections.get(call.endpoint)
+        return kept.fetched_at + adapter.interval(call.endpoint, now) if kept else now
 
     def _interval(self, endpoint: str, now: float) -> float:
         adapter = self.adapters.get(endpoint.partition(".")[0])

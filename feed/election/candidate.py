@@ -169,12 +169,6 @@ class Election:
         """The epoch of our current term, or 0 when we do not lead."""
         return self._epoch if self.is_leader else 0
 
-    @property
-    def term(self) -> Term | None:
-        """The running term's handle (None when not leading)."""
-        term = self._term
-        return term if term is not None and not term.ended.is_set() else None
-
     def proves(self, epoch: int) -> bool:
         """True while our lease under ``epoch`` is valid and our presence (if kept) is up."""
         if not (self._role == Role.LEADER and self._epoch == epoch and self.clock() < self._deadline):

@@ -13,7 +13,6 @@ from enum import StrEnum
 from typing import Protocol
 
 from feed.election.lock import LeaderEvent
-from feed.election.term import Term
 from feed.redisconn.health import RedisHealth
 
 __all__ = ["Leadership", "Role"]
@@ -47,10 +46,6 @@ class Leadership(Protocol):
 
     @property
     def epoch(self) -> int: ...
-
-    @property
-    def term(self) -> Term | None:
-        """The running term (None when not leading); its callbacks were given at construction."""
 
     def lease_remaining(self) -> float: ...
 

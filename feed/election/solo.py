@@ -48,10 +48,6 @@ class Solo:
     def epoch(self) -> int:
         return 0
 
-    @property
-    def term(self) -> Term | None:
-        return None if self._term.ended.is_set() else self._term
-
     def lease_remaining(self) -> float:
         return math.inf if self.is_leader else 0.0
 

@@ -199,15 +199,6 @@ class FeedNode:
             "uptime_s": round(now - self.started_at, 3),
         }
 
-    # --- delivery: the one path from any source to the listener ------------
-    def offer(self, env: Envelope) -> bool:
-        """Deliver ``env`` to the listener if it is newer than anything before."""
-        return self.delivery.offer(env)
-
-    def catch_up(self) -> None:
-        """Offer the cached snapshot: covers publishes missed while (re)subscribing."""
-        self.delivery.catch_up()
-
     # --- leadership callbacks ---------------------------------------------
     def _started(self, term: Term) -> None:
         notify(lambda: self.observer.elected(self.node_id, term.epoch, term.how), "elected")

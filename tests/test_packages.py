@@ -11,12 +11,15 @@ arrives.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
+from tests.test_layout import imported_names, project_modules
+
 ROOT = Path(__file__).resolve().parent.parent
 FEED = ROOT / "feed"
+# Every module of feed/ by name (the imported names that are modules, not names in them).
+MODULES = {name: path for name, path in project_modules().items() if name.split(".")[0] == "feed"}
 
 
 def part_of(module: str) -> str | None:
@@ -38,26 +41,10 @@ def parts() -> dict[str, list[Path]]:
     return out
 
 
-def module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(rel[:-1] if rel[-1] == "__init__" else rel)
-
-
 def imports(path: Path) -> set[str]:
     """Every ``feed`` module ``path`` imports, anywhere in it (TYPE_CHECKING included)."""
-    module = module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*up, base] if base else up)
-            out.add(base)
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-    return {m for m in out if m.split(".")[0] == "feed"}
+    module = next(name for name, p in MODULES.items() if p == path)
+    return {n for n in imported_names(path, module, annotations=True) if n in MODULES}
 
 
 def allowed() -> dict[str, set[str]]:

@@ -61,7 +61,7 @@ def test_one_prefix_renames_every_key() -> None:
         ({"ELECTION": "maybe"}, "ELECTION", "cannot parse"),
         ({"PROVIDERS": "coingecko,yahoo"}, "PROVIDERS", "yahoo"),
         ({"SYMBOLS": "BTC,not a symbol"}, "SYMBOLS", "ticker"),
-        ({"UPSTREAM": "elsewhere"}, "UPSTREAM", "sim, live"),
+        ({"UPSTREAM": "elsewhere"}, "UPSTREAM", "auto, sim, live"),
         ({"KEY_PREFIX": "two words"}, "KEY_PREFIX", "spaces"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS", "origin"),
         ({"COINGECKO_BASE_URL": "ftp://x"}, "COINGECKO_BASE_URL", "http"),

@@ -60,7 +60,9 @@ for (const row of document.querySelectorAll('tr[data-testid^="price-row-"]')) {
   order.push(sym);
 }
 const banner = el("stale-banner");
+const simulated = el("simulated-banner");
 return {
+  simulated_shown: simulated.checkVisibility(), simulated: simulated.innerText.trim(),
   conn: text("conn-state"), conn_state: el("conn-state").dataset.state,
   served_by: text("served-by"), leader: text("leader"), epoch: text("epoch"), seq: text("seq"),
   age: text("data-age"), lock: text("lock"),
@@ -191,6 +193,8 @@ def test_prices_cluster_view_and_leader_failover(stack, redis_proc, rclient, sim
     v = page.wait(shows_live_data, "live prices for BTC, ETH, SOL, BNB and XRP")
     assert all(money(p["price"]) > 0 for p in v["prices"].values())
     assert v["served_by"] in instances[0].nodes
+    # The simulated exchange feeds it: the page says so in words, above the prices.
+    assert v["simulated_shown"] and "Simulated data" in v["simulated"], v["simulated"]
     v = page.wait(lambda v: v["leader"] == leader, f"the leader {leader}")
     assert int(v["epoch"]) == int(rclient.get("websocket:epoch"))
     assert v["market"] and "unavailable" not in v["market"] and "/ 100" in v["sentiment"]

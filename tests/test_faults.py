@@ -211,7 +211,7 @@ def test_upstream_down_slow_rate_limited_and_garbage_end_to_end(stack, redis_pro
     snap = next_snapshot()
     assert snap["data"]["sources"]["binance"]["ok"] is False
     # Binance's last price serves until it is stale, then CoinGecko's.
-    c.wait(lambda c: c.snapshots()[-1]["data"]["prices"]["BTC"]["source"] == "coingecko", 10,
+    c.wait(lambda c: c.snapshots()[-1]["data"]["prices"]["BTC"]["source"] == "simulated:coingecko", 10,
            "BTC priced by CoinGecko")
     calls = requests.get(sim.url + "/_sim/stats", timeout=5).json()
     binance_before = calls["by_provider"].get("binance", 0)

@@ -292,14 +292,17 @@ def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
         data = fetcher()
     finally:
         fetcher.close()
-    assert set(data) == {"prices", "market", "sentiment", "sources", "missing"}
+    assert set(data) == {"simulated", "prices", "market", "sentiment", "sources", "missing"}
+    # The simulator's data says so, in the snapshot and in every section's source.
+    assert data["simulated"] is True
     assert list(data["prices"]) == list(SYMBOLS)
     for quote in data["prices"].values():
-        assert quote["source"] == "binance" and quote["usd"] > 0 and quote["fetched_at"].endswith("Z")
+        assert quote["source"] == "simulated:binance" and quote["usd"] > 0
+        assert quote["fetched_at"].endswith("Z")
         assert isinstance(quote["change_24h"], float)
-    assert data["market"]["source"] == "coingecko"
+    assert data["market"]["source"] == "simulated:coingecko"
     assert 0 < data["market"]["btc_dominance"] < 100
-    assert data["sentiment"]["source"] == "feargreed" and 0 <= data["sentiment"]["value"] <= 100
+    assert data["sentiment"]["source"] == "simulated:feargreed" and 0 <= data["sentiment"]["value"] <= 100
     assert "next_update_s" not in data["sentiment"]
     assert {p: s["ok"] for p, s in data["sources"].items()} == {p: True for p in PROVIDERS3}
     assert set(data["sources"]["coingecko"]["sections"]) == {"prices", "market"}
@@ -394,7 +397,7 @@ def test_coingecko_alone_supplies_prices(sim: SimulatedExchange) -> None:
         data = fetcher()
     finally:
         fetcher.close()
-    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:coingecko"}
     assert data["missing"] == ["sentiment"]
 
 

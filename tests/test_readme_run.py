@@ -83,6 +83,10 @@ def test_readme_run_command_serves_snapshots_with_nothing_configured(tmp_path: P
         finally:
             ws.close()
         assert first["type"] == "snapshot" and first["data"]["prices"]["BTC"]["usd"] > 0
+        # Nothing configured: the embedded demo, and every snapshot says it is simulated.
+        assert [e["upstream"] for e in proc.events("upstream_selected")] == ["sim"]
+        assert first["data"]["simulated"] is True
+        assert first["data"]["prices"]["BTC"]["source"] == "simulated:binance"
         assert (second["epoch"], second["seq"]) > (first["epoch"], first["seq"])
         assert not proc.events("presence_unavailable")  # the embedded Redis runs presence's scripts
         # Every module of the runtime package imports in this virtualenv, made

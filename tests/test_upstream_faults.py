@@ -104,7 +104,7 @@ def test_malformed_binance_rejected_prices_fall_back(sim: SimulatedExchange, mak
     assert data["sources"]["binance"]["ok"] is False
     assert data["sources"]["binance"]["error"] == "invalid"
     # CoinGecko's prices stand in for every symbol; nothing is missing.
-    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:coingecko"}
     assert len(data["prices"]) == 5 and data["missing"] == []
     assert all(q["usd"] > 0 for q in data["prices"].values())
 
@@ -116,7 +116,7 @@ def test_malformed_coingecko_rejected(sim: SimulatedExchange, make, mode: str) -
     data = fetcher()
     assert fetcher.stats[("coingecko", "invalid")] == 2  # simple/price and /global
     assert data["market"] is None and data["missing"] == ["market"]
-    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:binance"}
     assert data["sources"]["coingecko"]["failed"] == ["prices", "market"]
 
 
@@ -162,7 +162,7 @@ def test_error_rate_retried_then_counted(sim: SimulatedExchange, make) -> None:
     assert fetcher.stats[("binance", "http_error")] == 3 == rec.count("binance", "http_error")
     assert sim_calls(sim, "binance") == 3
     assert data["sources"]["binance"]["error"] == "http_error"
-    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:coingecko"}
 
 
 def test_one_500_then_retry_succeeds(sim: SimulatedExchange, make) -> None:
@@ -172,7 +172,7 @@ def test_one_500_then_retry_succeeds(sim: SimulatedExchange, make) -> None:
     # The symbol lookup got the 500 (and its retry succeeded), then the ticker.
     assert fetcher.stats[("binance", "http_error")] == 1 and fetcher.stats[("binance", "ok")] == 2
     assert data["sources"]["binance"]["ok"] is True and "error" not in data["sources"]["binance"]
-    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:binance"}
 
 
 def test_4xx_is_not_retried(sim: SimulatedExchange, make) -> None:
@@ -197,7 +197,7 @@ def test_latency_beyond_read_timeout_is_a_timeout(sim: SimulatedExchange, make) 
     data = fetcher()
     assert fetcher.stats[("coingecko", "timeout")] == 2 == rec.count("coingecko", "timeout")
     assert data["missing"] == ["market"]
-    assert {q["source"] for q in data["prices"].values()} == {"binance"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:binance"}
 
 
 def test_stall_is_a_timeout_and_others_still_arrive(sim: SimulatedExchange, make) -> None:
@@ -231,7 +231,7 @@ def test_connection_refused(sim: SimulatedExchange, make) -> None:
     assert fetcher.stats[("binance", "connection_error")] == 2  # first try and one retry
     assert rec.count("binance", "connection_error") == 2
     assert data["sources"]["binance"]["error"] == "connection_error"
-    assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:coingecko"}
 
 
 # --- Retry-After ----------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_retry_after_honoured_across_fetches(sim: SimulatedExchange, make) -> No
         assert data["sources"]["binance"]["error"] == "rate_limited"
         assert data["sources"]["binance"]["retry_after_s"] > 0
         assert data["sources"]["binance"]["blocked_for_s"] > 0
-        assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
+        assert {q["source"] for q in data["prices"].values()} == {"simulated:coingecko"}
         time.sleep(0.1)
     assert skipped >= 1
     assert fetcher.stats[("binance", "skipped")] == skipped
@@ -292,7 +292,7 @@ def test_partial_snapshots(sim: SimulatedExchange, make, down: tuple[str, ...], 
     for provider in PROVIDERS:
         assert data["sources"][provider]["ok"] is (provider not in down)
     if "feargreed" not in down:
-        assert data["sentiment"]["source"] == "feargreed"
+        assert data["sentiment"]["source"] == "simulated:feargreed"
 
 
 def test_every_provider_down_raises_fetch_failed(sim: SimulatedExchange, make) -> None:

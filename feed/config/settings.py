@@ -44,7 +44,7 @@ from feed.keys import DEFAULT_PREFIX, Keys
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import check_redis_url, passwords_in, redact_url
 
-__all__ = ["SECTIONS", "Settings", "env_setting", "secret_values"]
+__all__ = ["SECTIONS", "Settings", "env_setting", "resolve_upstream", "secret_values"]
 
 #: Sections of docs/CONFIGURATION.md, in order: key -> title.
 SECTIONS = {
@@ -55,7 +55,7 @@ SECTIONS = {
     "operators": "Operators and proxies",
     "gunicorn": "Gunicorn (gunicorn.conf.py)",
 }
-UPSTREAM_MODES = ("sim", "live")
+UPSTREAM_MODES = ("auto", "sim", "live")
 NODE_ID_MODES = ("auto", "full", "opaque")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -187,9 +187,10 @@ class Settings:
 
     # --- upstream market APIs ----------------------------------------------------
     upstream: str = setting(
-        "UPSTREAM", "sim", "`sim`: the simulated exchange (started by the Gunicorn master when "
-        "`SIM_URL` is unset); `live`: the public CoinGecko, Binance and alternative.me APIs",
-        section="upstream", parser=lower, rule=one_of(*UPSTREAM_MODES))
+        "UPSTREAM", "auto", "`live`: the real market APIs; `sim`: the simulated exchange (started by "
+        "the Gunicorn master when `SIM_URL` is unset; every snapshot then says `simulated`); `auto`: "
+        "`sim` when `SIM_URL` is set or nothing is (the embedded default), `live` when `REDIS_URL` is "
+        "set, as on a deployment", section="upstream", parser=lower, rule=one_of(*UPSTREAM_MODES))
     sim_url: str | None = setting(
         "SIM_URL", None, "a running simulated exchange (`python -m feed sim --port 8090`)",
         section="upstream", rule=http_url, shown="unset")
@@ -330,6 +331,15 @@ class Settings:
             return bool(self.operator_token)
         return self.ws_node_ids == "opaque"
 
+    @property
+    def upstream_mode(self) -> str:
+        """``sim`` or ``live``: what ``UPSTREAM`` means here (see :func:`resolve_upstream`)."""
+        return resolve_upstream(self.upstream, self.redis_url, self.sim_url)[0]
+
+    @property
+    def simulated(self) -> bool:
+        return self.upstream_mode == "sim"
+
     @classmethod
     def declared(cls) -> Iterator[tuple[str, Setting]]:
         """``(field name, declaration)`` of every setting, in declaration order."""
@@ -426,3 +436,22 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     found += passwords_in(env.get("REDIS_URL", ""))
     return [v for v in dict.fromkeys(found) if len(v) >= 4]
 
+
+
+def resolve_upstream(upstream: str, redis_url: str | None, sim_url: str | None) -> tuple[str, str]:
+    """``(mode, why)``: ``sim`` or ``live`` for an ``UPSTREAM`` value, and the reason, for the log.
+
+    ``auto`` is real data wherever the service is deployed: a shared Redis
+    (``REDIS_URL``) means a deployment, so the real APIs, unless a simulator
+    was asked for (``SIM_URL``). With nothing configured it is the embedded
+    demo: the simulator. The Gunicorn master pins the answer in ``UPSTREAM``
+    before it sets ``REDIS_URL`` to its embedded Redis.
+    """
+    upstream = (upstream or "auto").strip().lower()
+    if upstream in ("sim", "live"):
+        return upstream, f"UPSTREAM={upstream}"
+    if sim_url:
+        return "sim", "UPSTREAM=auto and SIM_URL is set"
+    if redis_url:
+        return "live", "UPSTREAM=auto and REDIS_URL is set (a deployment): the real market APIs"
+    return "sim", "UPSTREAM=auto and nothing is configured (REDIS_URL unset): the embedded demo"

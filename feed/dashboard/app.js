@@ -24,7 +24,7 @@
 
   const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
   const ui = {
-    conn: $("conn-state"), banner: $("stale-banner"), age: $("data-age"),
+    conn: $("conn-state"), banner: $("stale-banner"), simulated: $("simulated-banner"), age: $("data-age"),
     prices: $("price-table"), missing: $("missing"), market: $("market"), sentiment: $("sentiment"),
     sections: $("sections"),
     servedBy: $("served-by"), leader: $("leader"), epoch: $("epoch"), seq: $("seq"), lock: $("lock"),
@@ -190,6 +190,8 @@
     }
     const data = isObject(m.data) ? m.data : {};
     state.sources = isObject(data.sources) ? data.sources : {};
+    ui.simulated.hidden = data.simulated !== true;
+    document.body.classList.toggle("simulated", data.simulated === true);
     // Every section stale (as the server judged them): new snapshots, old values.
     const flags = Object.values(state.sources).flatMap((src) =>
       isObject(src) && isObject(src.sections) ? Object.values(src.sections).map((sec) => sec.stale === true) : []);
@@ -205,7 +207,8 @@
   // Each section (a provider's prices, the market totals, the sentiment) has
   // its own age: a failed or not-yet-due call keeps the last good value.
   function sectionInfo(source, part) {
-    const src = state.sources[source];
+    // A simulated section's source is "simulated:<provider>".
+    const src = state.sources[source.replace(/^simulated:/, "")];
     const sec = isObject(src) && isObject(src.sections) ? src.sections[part] : null;
     if (!isObject(sec)) return null;
     const at = Date.parse(sec.fetched_at);

@@ -68,14 +68,14 @@ def base_urls(settings: Settings) -> dict[str, str]:
         override = getattr(settings, adapter.url_setting)
         if override:
             urls[name] = override.rstrip("/")
-        elif settings.upstream == "live":
+        elif settings.upstream_mode == "live":
             urls[name] = adapter.live_base(settings)
         elif settings.sim_url:
             urls[name] = f"{settings.sim_url.rstrip('/')}/{adapter.sim_path(settings)}"
         else:
             raise ConfigError(
                 "SIM_URL",
-                "UPSTREAM=sim (the default) needs the URL of a running simulated exchange, "
+                "UPSTREAM=sim needs the URL of a running simulated exchange, "
                 "e.g. SIM_URL=http://127.0.0.1:8090 (start one with: python -m feed sim "
                 "--port 8090); or set UPSTREAM=live for the public APIs",
             )
@@ -97,6 +97,7 @@ class Plan:
     fetch_interval: float
     intervals: dict[str, float]  # by provider, as configured
     section_max_age: float
+    simulated: bool = False  # the simulated exchange: every snapshot says so
     #: Each provider's adapter, made for a fetcher's context.
     adapters: dict[str, Callable[[Context], Adapter]] = field(default_factory=dict, repr=False)
 
@@ -107,7 +108,7 @@ class Plan:
             symbols=settings.symbols, providers=settings.providers, urls=urls,
             fetch_interval=settings.fetch_interval,
             intervals={p: ADAPTERS[p].interval_of(settings) for p in settings.providers},
-            section_max_age=settings.section_max_age,
+            section_max_age=settings.section_max_age, simulated=settings.simulated,
             adapters={p: partial(ADAPTERS[p].from_settings, settings=settings, url=urls[p])
                       for p in settings.providers})
 
@@ -184,7 +185,7 @@ class Fetcher:
             blocked, calls = st.blocked_for_s or 0.0, self.budget.calls(provider)
             notify(lambda p=provider, b=blocked, c=calls: observer.upstream_state(p, b, c), "upstream_state")
         data = self.sections.assemble(self.plan.symbols, self.plan.providers, self._freshness(now),
-                                      statuses, now)
+                                      statuses, now, simulated=self.plan.simulated)
         attempted = [r for r in results if r.call.part != "symbols"]
         if not has_data(data) or (attempted and all(r.error is not None for r in attempted)):
             failures = {p: s.get("error") or "no data" for p, s in data["sources"].items() if not s["ok"]}
@@ -398,9 +399,9 @@ def build_fetcher(settings: Settings, node_id: str, observer: Observer | None = 
         max_bytes=settings.max_response_bytes,
         observer=observer,
         # Our node ids are for the simulated exchange, never for a third party.
-        send_node_header=settings.upstream == "sim",
+        send_node_header=settings.simulated,
     )
-    log_event(log, "fetcher_ready", node=node_id, upstream=settings.upstream,
+    log_event(log, "fetcher_ready", node=node_id, upstream=settings.upstream_mode,
               providers=list(settings.providers), symbols=list(settings.symbols),
               urls={p: redact_url(u) for p, u in plan.urls.items()}, intervals=plan.intervals,
               deadline_s=fetch_budget(settings), coingecko_key=bool(settings.coingecko_api_key))

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from feed.envelope import Envelope
-from feed.providers.snapshot import Freshness, Kept, ProviderStatus, assemble
+from feed.providers.snapshot import Freshness, Kept, ProviderStatus, assemble, provider_of
 from feed.times import parse_iso
 
 __all__ = ["SectionStore"]
@@ -60,8 +60,8 @@ class SectionStore:
         data = previous.data
         by_endpoint: dict[str, dict[str, Any]] = {}
         for symbol, quote in (data.get("prices") or {}).items():
-            if isinstance(quote, dict) and quote.get("source") in sources:
-                by_endpoint.setdefault(f"{quote['source']}.prices", {})[symbol] = quote
+            if isinstance(quote, dict) and provider_of(quote.get("source")) in sources:
+                by_endpoint.setdefault(f"{provider_of(quote['source'])}.prices", {})[symbol] = quote
         for endpoint, quotes in by_endpoint.items():
             when = max(_when(q, previous.fetched_at) for q in quotes.values())
             values = {s: {k: v for k, v in q.items() if k not in ("source", "fetched_at")}
@@ -69,16 +69,17 @@ class SectionStore:
             self.put(endpoint, values, when, merge=True)
         for part in ("market", "sentiment"):
             section = data.get(part)
-            if isinstance(section, dict) and section.get("source") in sources:
+            provider = provider_of(section.get("source")) if isinstance(section, dict) else None
+            if provider in sources:
                 value = {k: v for k, v in section.items() if k not in ("source", "fetched_at")}
-                self.put(f"{section['source']}.{part}", value, _when(section, previous.fetched_at))
+                self.put(f"{provider}.{part}", value, _when(section, previous.fetched_at))
 
     def assemble(self, symbols: Iterable[str], sources: Iterable[str], freshness: Mapping[str, Freshness],
-                 statuses: Mapping[str, ProviderStatus], now: float) -> dict:
+                 statuses: Mapping[str, ProviderStatus], now: float, *, simulated: bool = False) -> dict:
         """The snapshot ``data`` at ``now`` from every kept section (see feed/providers/snapshot.py)."""
         with self._lock:
             kept = dict(self._kept)
-        return assemble(symbols, sources, kept, freshness, statuses, now)
+        return assemble(symbols, sources, kept, freshness, statuses, now, simulated=simulated)
 
 
 def _when(section: dict[str, Any], default: float) -> float:

@@ -2,7 +2,8 @@
 
 Shape (clients and the dashboard depend on it; see docs/PROVIDERS.md)::
 
-    {"prices": {"BTC": {"usd": 91234.5, "change_24h": -1.2, "source": "binance",
+    {"simulated": false,
+     "prices": {"BTC": {"usd": 91234.5, "change_24h": -1.2, "source": "binance",
                         "fetched_at": "2026-11-26T13:00:00.123Z"}},
      "market": {"total_market_cap_usd": ..., "total_volume_usd": ..., "btc_dominance": ...,
                 "market_cap_change_24h": ..., "source": "coingecko", "fetched_at": "..."} | null,
@@ -32,12 +33,23 @@ from typing import Any
 from feed.providers.transport import Call, CallFailed
 from feed.times import iso_utc
 
-__all__ = ["PRICE_PREFERENCE", "CallResult", "Freshness", "Kept", "ProviderStatus", "assemble", "has_data"]
+__all__ = ["PRICE_PREFERENCE", "SIMULATED", "CallResult", "Freshness", "Kept", "ProviderStatus", "assemble",
+           "has_data", "provider_of"]
 
 # One price per symbol from one place: Binance's last trade is the fresher
 # number, CoinGecko's aggregate fills in what Binance lacks.
 PRICE_PREFERENCE = ("binance", "coingecko")
 PARTS = ("prices", "market", "sentiment")
+#: What a simulated section's ``source`` starts with (``simulated:binance``):
+#: a client that reads one price alone can still tell it is not real.
+SIMULATED = "simulated:"
+
+
+def provider_of(source: object) -> str | None:
+    """The provider a section's ``source`` names, simulated or not."""
+    if not isinstance(source, str):
+        return None
+    return source.removeprefix(SIMULATED)
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,12 @@ class ProviderStatus:
 
 
 def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str, Kept],
-             freshness: Mapping[str, Freshness], status: Mapping[str, ProviderStatus], now: float) -> dict:
+             freshness: Mapping[str, Freshness], status: Mapping[str, ProviderStatus], now: float, *,
+             simulated: bool = False) -> dict:
     """The snapshot ``data`` at ``now`` from every section's kept value.
+
+    ``simulated``: the upstream is the simulated exchange; the snapshot says
+    ``"simulated": true`` and every section's source reads ``simulated:<provider>``.
 
     ``kept`` and ``freshness`` are keyed by endpoint (``provider.part``);
     a ``prices`` section's value is ``{SYM: {"usd", "change_24h"}}``.
@@ -113,7 +129,8 @@ def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str
                                                "age_s": round(age, 1), "stale": stale[endpoint]}
 
     def stamped(endpoint: str, value: dict[str, Any]) -> dict[str, Any]:
-        return {**value, "source": endpoint.partition(".")[0],
+        provider = endpoint.partition(".")[0]
+        return {**value, "source": SIMULATED + provider if simulated else provider,
                 "fetched_at": iso_utc(live[endpoint].fetched_at)}
 
     prices: dict[str, dict[str, Any]] = {}
@@ -126,7 +143,7 @@ def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str
         fresh = [(p, k) for p, k in quotes if not stale[f"{p}.prices"]]
         provider, _ = fresh[0] if fresh else max(quotes, key=lambda q: q[1].fetched_at)
         prices[symbol] = stamped(f"{provider}.prices", live[f"{provider}.prices"].value[symbol])
-    out: dict[str, Any] = {"prices": prices}
+    out: dict[str, Any] = {"simulated": simulated, "prices": prices}
     for part in ("market", "sentiment"):
         candidates = sorted((e for e in live if e.endswith(f".{part}")),
                             key=lambda e: (stale[e], -live[e].fetched_at))

@@ -2,7 +2,7 @@
 
 * No ``REDIS_URL``: a private redis-server (see :mod:`feed.redisconn.embedded`),
   shared by all workers of this instance.
-* ``UPSTREAM=sim`` (the default) and no ``SIM_URL``: the simulated exchange,
+* ``UPSTREAM`` resolving to ``sim`` (nothing configured) and no ``SIM_URL``: the simulated exchange,
   as a child process (``python -m feed sim --port 0``).
 * No ``PROMETHEUS_MULTIPROC_DIR``: a fresh directory for the workers' metrics.
 
@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import MutableMapping
 
+from feed.config.settings import resolve_upstream
 from feed.logs import log_event
 from feed.redisconn.embedded import RedisProcess
 from feed.simulator.process import SimProcess
@@ -42,6 +43,11 @@ class EmbeddedServices:
         if not env.get("PROMETHEUS_MULTIPROC_DIR"):
             self.metrics_dir = tempfile.mkdtemp(prefix="marketfeed-metrics-")
             env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        # Decided before REDIS_URL points at an embedded Redis, and pinned
+        # for the workers: a deployment (REDIS_URL set) gets real data.
+        upstream, why = resolve_upstream(env.get("UPSTREAM", ""), env.get("REDIS_URL"), env.get("SIM_URL"))
+        env["UPSTREAM"] = upstream
+        log_event(log, "upstream_selected", upstream=upstream, why=why)
         if not env.get("REDIS_URL"):
             port = int(env.get("EMBEDDED_REDIS_PORT", "0") or 0)
             self.redis = RedisProcess(port=port).start()
@@ -50,13 +56,12 @@ class EmbeddedServices:
                       binary=self.redis.binary,
                       note="REDIS_URL is not set: this instance runs its own Redis (nothing persisted, "
                            "not shared with other instances); set REDIS_URL to share one")
-        upstream = (env.get("UPSTREAM") or "sim").lower()
         if upstream == "sim" and not env.get("SIM_URL"):
             self.sim = SimProcess().start()
             env["SIM_URL"] = self.sim.url or ""
             log_event(log, "default_in_use", what="simulated_exchange", sim_url=self.sim.url,
-                      note="UPSTREAM is sim and SIM_URL is not set: fetching from a simulated exchange "
-                           "started by this instance; set UPSTREAM=live for the real market APIs")
+                      note="fetching from a simulated exchange started by this instance (every snapshot "
+                           "says simulated); set REDIS_URL or UPSTREAM=live for the real market APIs")
         return self
 
     def stop(self) -> None:

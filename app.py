@@ -1,7 +1,8 @@
 """The Flask app: the dashboard, the WebSocket and the operator endpoints.
 
     GET /         live dashboard
-    GET /ws       the WebSocket (snapshots out, small JSON commands in)
+    GET /ws       the WebSocket (snapshots out, small JSON commands in);
+                  ?protocol=original|marketfeed picks the wire protocol
     GET /health   liveness + this node's summary (JSON; never waits on Redis)
     GET /status   the cluster view from Redis + this worker's view
     GET /metrics  Prometheus text, aggregated across the Gunicorn workers
@@ -28,7 +29,8 @@ from werkzeug.exceptions import HTTPException
 from feed.config.settings import Settings
 from feed.errors import ConfigError
 from feed.server.service import FeedService
-from feed.ws.access import check_access, check_handshake, client_address, operator_allowed
+from feed.ws.access import RefusedOrigins, check_access, check_handshake, client_address, operator_allowed
+from feed.ws.codecs.choice import choose
 from feed.ws.protocol import CloseCode
 from feed.ws.takeover import SERVER_OPTIONS, prepare_handshake, take_over
 
@@ -64,21 +66,40 @@ def register_routes(app: Flask, sock: Sock, service: FeedService, settings: Sett
             verdict = check(request.environ)
             if not verdict.ok:
                 service.metrics.rejected.labels(verdict.reason).inc()
+                if verdict.reason == "origin":
+                    origin_refused(request.environ.get("HTTP_ORIGIN", ""))
                 return (jsonify(error=verdict.reason, message=verdict.message), verdict.status,
                         verdict.headers)
         if service.stopping:
             return jsonify(error="stopping", message="this instance is shutting down; reconnect"), 503
+        try:
+            codec = choose(request.args.get("protocol"), service.hub.codec)
+        except ValueError as exc:
+            service.metrics.rejected.labels("protocol").inc()
+            return jsonify(error="unknown_protocol", message=str(exc)), 400
+        request.environ["marketfeed.codec"] = codec
         if service.hub.full:
             service.metrics.rejected.labels("full").inc()
             return jsonify(error="full", message="this worker has its maximum of clients; retry"), 503
         prepare_handshake(request.environ)
         return None
 
+    refused_origins = RefusedOrigins()
+
+    def origin_refused(origin: str) -> None:
+        origin = origin.rstrip("/")[:200]
+        if refused_origins.first(origin):
+            app.logger.warning("origin refused", extra={"fields": {
+                "event": "origin_refused", "node": service.node_id, "origin": origin,
+                "setting": "ALLOWED_ORIGINS",
+                "fix": f"add {origin} to ALLOWED_ORIGINS (comma-separated) to admit pages from it; "
+                       "logged once per origin"}})
+
     @sock.route("/ws")
     def websocket(ws: Any) -> None:
         remote = client_address(request.environ, settings)
         try:
-            service.hub.serve(take_over(ws, request.environ), remote)
+            service.hub.serve(take_over(ws, request.environ), remote, request.environ["marketfeed.codec"])
         except OSError as exc:
             # Out of descriptors or memory: refuse this one client cleanly
             # (1013, try again later) rather than answer an upgraded socket

@@ -20,8 +20,10 @@ wsgi_app = "app:create_app()"
 preload_app = False
 
 # --- listening -----------------------------------------------------------
-# PORT is the original service's variable (Railway sets it). Default 8080.
-bind = [f"0.0.0.0:{env_setting('port')}"]
+# HOST and PORT are the original service's variables (Railway sets PORT).
+# Default 0.0.0.0:8081, as the original; an IPv6 host goes in brackets.
+_host = env_setting("host")
+bind = [f"[{_host}]:{env_setting('port')}" if ":" in _host else f"{_host}:{env_setting('port')}"]
 
 # --- workers -------------------------------------------------------------
 # One process per core is typical; each is an election candidate and serves
@@ -83,6 +85,9 @@ def on_starting(server):
     except ConfigError as exc:
         server.log.error("configuration error: %s", exc)
         raise SystemExit(2) from None
+    for variable, instead in settings.unused():
+        server.log.warning("%s is set but not used", variable, extra={"fields": {
+            "event": "setting_not_used", "setting": variable, "instead": instead}})
     server.marketfeed_embedded = EmbeddedServices().start()
     if settings.redis_url:
         # A Redis that refuses our password or our commands fails the start
@@ -121,7 +126,8 @@ def child_exit(server, worker):
     if getattr(server, "LISTENERS", None):
         from feed.child_process import spawn
 
-        prefix = node_prefix(os.environ.get("RAILWAY_REPLICA_ID"), worker.pid)
+        replica = os.environ.get("RAILWAY_REPLICA_ID") or os.environ.get("RAILWAY_INSTANCE_ID")
+        prefix = node_prefix(replica, worker.pid)
         spawn([sys.executable, "-m", "feed", "reap", "--node-prefix", prefix],
               cwd=os.path.dirname(os.path.abspath(__file__)))
     # Drop the dead worker's live gauges from the aggregated metrics.

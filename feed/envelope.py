@@ -19,7 +19,10 @@ from typing import Any
 
 from feed.times import iso_utc, parse_iso
 
-__all__ = ["Envelope", "EnvelopeError"]
+__all__ = ["SLOW_PARTS", "Envelope", "EnvelopeError"]
+
+#: Sections refreshed hourly or less often; they do not decide whether a snapshot is stale.
+SLOW_PARTS = ("indicators", "indices")
 
 
 class EnvelopeError(ValueError):
@@ -45,11 +48,16 @@ class Envelope:
 
     @property
     def sections_stale(self) -> bool:
-        """True if the data has sections and every one is stale (its providers are failing)."""
+        """True if the data has sections and every one is stale (its providers are failing).
+
+        Sections asked for once an hour or less often (BTC's daily RSI, the
+        index ETFs) are left out: fresh for an hour after one good call,
+        they would hide a feed whose prices stopped.
+        """
         sources = self.data.get("sources")
         flags = [sec.get("stale") for src in (sources.values() if isinstance(sources, dict) else ())
                  if isinstance(src, dict) and isinstance(src.get("sections"), dict)
-                 for sec in src["sections"].values() if isinstance(sec, dict)]
+                 for part, sec in src["sections"].items() if isinstance(sec, dict) and part not in SLOW_PARTS]
         return bool(flags) and all(flags)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Every Redis name the service uses, derived from one prefix.
 
-With the default prefix the names are the original service's, verbatim
-(``websocket:leader``, ``latest_market_data``), so operators' checks keep
-working; any other prefix namespaces all of them, so two deployments can
-share one Redis. Standard library only.
+With the default prefix the original service's names are kept verbatim
+(``websocket:leader``, and with ``ORIGINAL_COMPAT=on`` ``latest_market_data``
+and ``market_data_stream`` holding what it held there), so operators' checks
+and its other consumers keep working; our own envelope has a key of its own
+(``websocket:snapshot``). Any other prefix namespaces all of them, so two
+deployments can share one Redis. Standard library only.
 """
 
 from __future__ import annotations
@@ -35,14 +37,25 @@ class Keys:
         """The fencing token of the current term."""
         return self.name("epoch")
 
+    def _original(self, name: str) -> str:
+        # The original used bare names; keep them for the default deployment,
+        # namespace them for every other one.
+        return name if self.prefix == DEFAULT_PREFIX else self.name(name)
+
     @property
     def data(self) -> str:
         """The last snapshot (an envelope), with the cache TTL."""
-        # The original stored the snapshot under a bare name; keep it for the
-        # default deployment, namespace it for every other one.
-        if self.prefix == DEFAULT_PREFIX:
-            return "latest_market_data"
-        return self.name("latest_market_data")
+        return self.name("snapshot")
+
+    @property
+    def original_latest(self) -> str:
+        """The original's flat market object (``ORIGINAL_COMPAT=on``), with its 5 s TTL."""
+        return self._original("latest_market_data")
+
+    @property
+    def original_stream(self) -> str:
+        """Stream: the original's flat objects, field ``data``, capped (``ORIGINAL_COMPAT=on``)."""
+        return self._original("market_data_stream")
 
     @property
     def updates(self) -> str:

@@ -336,7 +336,7 @@ class Cluster:
             time.sleep(0.02)
 
     def cached_snapshot(self) -> dict[str, Any] | None:
-        """``GET latest_market_data`` decoded, with ``fetched_at`` in unix seconds."""
+        """``GET websocket:snapshot`` (the stored envelope) decoded, with ``fetched_at`` in unix seconds."""
         raw = self.redis.get(self.keys.data)
         if raw is None:
             return None

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration error: REDIS_URL: must be set for a headless node", file=sys.stderr)
         return 2
     client = connect(settings.redis_url, settings.redis_timeout)
-    node_id = settings.node_id or make_node_id(settings.replica_id)
+    node_id = settings.node_id or make_node_id(settings.replica_label)
     if args.fake:
         fetch = fake_fetcher(args.fetch_delay, settings.symbols)
         closer = None

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 from feed.config.settings import Settings  # noqa: E402
 from feed.redisconn.embedded import RedisProcess  # noqa: E402
 from feed.simulator.process import SimProcess  # noqa: E402
+from tests.support import background as _background  # noqa: E402
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
@@ -83,3 +84,25 @@ def python_env(**extra: str) -> dict[str, str]:
     from lab.procs import child_env
 
     return child_env(**extra)
+
+
+# --- scenarios that run beside the suite (tests/support/background.py) -------
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # trylast: after -k and -m have deselected, so only selected scenarios run.
+    _background.collect(config, items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
+    _background.start_all(session.config)
+    try:
+        return (yield)
+    finally:
+        _background.stop_all(session.config)
+
+
+@pytest.fixture
+def background(request: pytest.FixtureRequest) -> object:
+    """The result of this test's background scenario, once it has ended."""
+    return _background.result_for(request)

@@ -189,7 +189,7 @@ def test_paused_leader_cannot_write_after_it_wakes(cluster, redis_proc, rclient)
     assert refused["reason"] in ("not_leader", "stale_epoch")
     p.wait_for("leader_lost", 10, after=mark)
     time.sleep(1.5)
-    stored = json.loads(rclient.get("latest_market_data"))
+    stored = json.loads(rclient.get("websocket:snapshot"))
     assert stored["leader"] != old
     assert rclient.get("websocket:leader").decode() != old
     recorder.close()
@@ -236,9 +236,9 @@ def test_redis_unreachable_at_start_then_arrives(cluster, tmp_path) -> None:
             leader = wait_leader(client, timeout=10)
             assert sum(len(p.events("leader_acquired")) for p in procs) == 1
             deadline = time.monotonic() + 5
-            while client.get("latest_market_data") is None and time.monotonic() < deadline:
+            while client.get("websocket:snapshot") is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert json.loads(client.get("latest_market_data"))["leader"] == leader
+            assert json.loads(client.get("websocket:snapshot"))["leader"] == leader
     finally:
         for p in procs:
             p.stop()
@@ -260,5 +260,5 @@ def test_redis_lost_mid_run_nobody_leads_then_recovers(cluster, redis_proc, rcli
     fresh = redis.Redis.from_url(redis_proc.url)
     wait_leader(fresh, timeout=10)
     time.sleep(1.0)
-    assert json.loads(fresh.get("latest_market_data"))["type"] == "snapshot"
+    assert json.loads(fresh.get("websocket:snapshot"))["type"] == "snapshot"
     assert all(p.alive() for p in nodes.values())

@@ -71,7 +71,7 @@ def test_commands_parse(text: str, command: Command) -> None:
 
 
 @pytest.mark.parametrize(("text", "code"), [
-    ("ping", "invalid_json"),
+    ("hello", "invalid_json"),
     ("[1]", "invalid_command"),
     ('{"id": 1}', "invalid_command"),
     ('{"op": "subscribe"}', "unknown_command"),

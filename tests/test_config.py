@@ -13,11 +13,13 @@ from feed.redisconn.url import redact_url
 def test_defaults_match_the_original_service() -> None:
     s = Settings.from_env({})
     assert s.fetch_interval == 5.0
-    assert s.port == 8080
+    assert s.port == 8081  # the original's default
     assert s.lock_ttl == 10.0
     assert s.cache_ttl == 10.0
     assert s.keys.leader == "websocket:leader"
-    assert s.keys.data == "latest_market_data"
+    assert s.keys.data == "websocket:snapshot"
+    # The original's own names, bare, for its other consumers.
+    assert (s.keys.original_latest, s.keys.original_stream) == ("latest_market_data", "market_data_stream")
 
 
 def test_environment_names_are_the_original_ones() -> None:
@@ -33,7 +35,8 @@ def test_environment_names_are_the_original_ones() -> None:
 
 def test_one_prefix_renames_every_key() -> None:
     keys = Settings.from_env({"KEY_PREFIX": "staging"}).keys
-    names = [keys.leader, keys.epoch, keys.data, keys.updates, keys.leader_events, keys.leadership_log]
+    names = [keys.leader, keys.epoch, keys.data, keys.updates, keys.leader_events, keys.leadership_log,
+             keys.original_latest, keys.original_stream]
     assert all(n.startswith("staging:") for n in names)
     assert len(set(names)) == len(names)
     default = Keys()

@@ -38,7 +38,7 @@ CHROMIUM_FLAGS = [
     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--window-size=1280,900",
 ]
-SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP"]
+SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -70,7 +70,7 @@ return {
   history: [...el("leader-history").children].map((li) => li.innerText.trim()),
   nodes: [...el("nodes").children].map((li) => ({role: li.dataset.role, text: li.innerText.trim()})),
   conn_log: [...el("conn-log").children].map((li) => li.innerText.trim()),
-  market: text("market"), sentiment: text("sentiment"), prices, order,
+  market: text("market"), sentiment: text("sentiment"), rsi: text("rsi"), prices, order,
   sections: Object.fromEntries([...el("sections").querySelectorAll("li[data-testid]")].map((li) =>
     [li.dataset.testid.slice("section-".length), {stale: li.dataset.stale, text: li.innerText.trim()}])),
 };
@@ -195,6 +195,8 @@ def test_prices_cluster_view_and_leader_failover(stack, redis_proc, rclient, sim
     assert v["served_by"] in instances[0].nodes
     # The simulated exchange feeds it: the page says so in words, above the prices.
     assert v["simulated_shown"] and "Simulated data" in v["simulated"], v["simulated"]
+    # BTC's daily RSI(14), from Binance's daily candles.
+    v = page.wait(lambda v: re.fullmatch(r"\d{1,3}\.\d", v["rsi"] or ""), "BTC's RSI")
     v = page.wait(lambda v: v["leader"] == leader, f"the leader {leader}")
     assert int(v["epoch"]) == int(rclient.get("websocket:epoch"))
     assert v["market"] and "unavailable" not in v["market"] and "/ 100" in v["sentiment"]
@@ -254,7 +256,7 @@ def test_stale_state_from_the_server_and_from_the_page_itself(stack, redis_proc,
                                                              artifacts) -> None:
     (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, STALE_AFTER_SECONDS="2",
                               COINGECKO_INTERVAL_SECONDS="1", FEAR_GREED_INTERVAL_SECONDS="1",
-                              SECTION_MAX_AGE_SECONDS="6")
+                              RSI_INTERVAL_SECONDS="1", SECTION_MAX_AGE_SECONDS="6")
     page = Dashboard(browser)
     # The page's own threshold, for when no server can tell it.
     page.open(inst.url + "/?stale_after=5")

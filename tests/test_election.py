@@ -11,7 +11,7 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election, ElectionError
-from feed.election.fence import FencedStore
+from feed.election.fence import FencedStore, OriginalContract
 from feed.election.lock import ScriptReplyError
 from feed.election.term import LeaderCallbacks
 from feed.envelope import Envelope
@@ -238,11 +238,48 @@ def test_fenced_write_stores_with_ttl_and_publishes(rclient: redis.Redis) -> Non
     e = a.try_acquire().epoch
     result = store.write("a", env(e, 1, "a"))
     assert result.ok and result.receivers == 1
-    stored = json.loads(rclient.get("latest_market_data"))
+    stored = json.loads(rclient.get("websocket:snapshot"))
     assert stored["type"] == "snapshot" and stored["epoch"] == e and stored["seq"] == 1
-    assert 9 <= rclient.ttl("latest_market_data") <= 10
+    assert 9 <= rclient.ttl("websocket:snapshot") <= 10
     msg = sub.get_message(timeout=2)
     assert msg and json.loads(msg["data"])["seq"] == 1
+    # Without ORIGINAL_COMPAT the original's keys are left alone.
+    assert not rclient.exists("latest_market_data", "market_data_stream")
+
+
+def original_reads(client: redis.Redis) -> tuple[dict | None, dict | None]:
+    """What the original's main service reads: the flat object, and the stream's newest entry."""
+    latest = client.get("latest_market_data")
+    newest = client.xrevrange("market_data_stream", count=1)
+    return (json.loads(latest) if latest else None,
+            json.loads(newest[0][1][b"data"]) if newest else None)
+
+
+def test_the_original_contract_is_written_under_the_fence(rclient: redis.Redis) -> None:
+    store = FencedStore(rclient, KEYS, cache_ttl=10, original=OriginalContract(ttl=5, stream_maxlen=50))
+    a, b = make(rclient, "a"), make(rclient, "b")
+    e = a.try_acquire().epoch
+    data = {"prices": {"BTC": {"usd": 91234.5, "change_24h": -1.2, "source": "binance"}},
+            "market": {"total_market_cap_usd": 3.1e12, "btc_dominance": 56.1, "source": "coingecko"},
+            "sentiment": {"value": 54, "source": "feargreed"}, "sources": {}, "missing": []}
+    for seq in range(1, 121):
+        assert store.write("a", Envelope(e, seq, "a", 1795699800.0 + seq, data)).ok
+    latest, newest = original_reads(rclient)
+    assert latest == newest
+    assert latest["btc_price_usd"] == 91234.5 and latest["btc_change_24h"] == -1.2
+    assert latest["market_cap_usd"] == 3.1e12 and latest["fng_value"] == 54
+    assert latest["last_updated"] == "2026-11-26T13:32:00.000Z"  # the newest write's fetch time
+    assert 4 <= rclient.ttl("latest_market_data") <= 5
+    assert 50 <= rclient.xlen("market_data_stream") < 120  # capped near 50 (MAXLEN ~)
+    # A deposed leader (b took over) writes neither key, whatever it believes.
+    rclient.delete("websocket:leader")
+    b.try_acquire()
+    before = rclient.xlen("market_data_stream")
+    other = {**data, "prices": {"BTC": {"usd": 1.0, "source": "binance"}}}
+    result = store.write("a", Envelope(e, 999, "a", 1795699999.0, other))
+    assert not result.ok and result.reason == "not_leader"
+    assert rclient.xlen("market_data_stream") == before
+    assert original_reads(rclient)[1]["btc_price_usd"] == 91234.5
 
 
 def test_release_wakes_followers_through_pubsub(rclient: redis.Redis) -> None:

@@ -134,7 +134,7 @@ def test_partitioned_leader_stops_and_rejoins_as_follower(stack, redis_proc, rcl
     assert_one_writer_at_a_time(recorder.items)
     old_epoch_writes = [e for e in recorder.items if e["leader"] == leader and e["epoch"] >= new_epoch]
     assert not old_epoch_writes
-    assert json.loads(rclient.get("latest_market_data"))["leader"] == new
+    assert json.loads(rclient.get("websocket:snapshot"))["leader"] == new
     for c in watchers:
         assert_in_order(c)
     # The cut-off instance's client is served again after the heal.

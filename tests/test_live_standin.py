@@ -43,7 +43,7 @@ pytestmark = pytest.mark.standin
 DEFAULTS = {"FETCH_INTERVAL_SECONDS": "5", "LOCK_TTL_SECONDS": "10", "RENEW_INTERVAL_SECONDS": "3",
             "LEASE_MARGIN_SECONDS": "2", "CACHE_TTL_SECONDS": "10", "REDIS_TIMEOUT_SECONDS": "2",
             "COINGECKO_INTERVAL_SECONDS": "60", "FEAR_GREED_INTERVAL_SECONDS": "3600"}
-SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP"]
+SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
 
 
 @pytest.mark.timeout(900)

@@ -23,6 +23,9 @@ from lab.clients import RecordingClient
 from tests.support.service import Instance
 from tests.test_cluster import wait_leader
 
+# The default SYMBOLS: the original service's seven coins.
+SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
+
 
 def live_env(sim_url: str, **extra: str) -> dict[str, str]:
     return {"UPSTREAM": "live", "COINGECKO_BASE_URL": f"{sim_url}/coingecko",
@@ -80,7 +83,7 @@ def test_a_451_from_binance_blocks_it_for_the_whole_cluster(stack, redis_proc, r
     for c in clients:
         for snap in c.snapshots():
             data = snap["data"]
-            assert sorted(data["prices"]) == sorted(["BTC", "ETH", "SOL", "BNB", "XRP"]), data["missing"]
+            assert sorted(data["prices"]) == sorted(SYMBOLS), data["missing"]
             assert {q["source"] for q in data["prices"].values()} == {"coingecko"}
             assert data["market"] is not None
             binance = data["sources"]["binance"]

@@ -74,6 +74,7 @@ def test_coingecko_global_fixture() -> None:
         "total_market_cap_usd": 3095012345678.9,
         "total_volume_usd": 120143567891.2,
         "btc_dominance": 56.12,
+        "eth_dominance": 11.77,
         "market_cap_change_24h": 0.8123,
     }
 
@@ -292,10 +293,11 @@ def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
         data = fetcher()
     finally:
         fetcher.close()
-    assert set(data) == {"simulated", "prices", "market", "sentiment", "sources", "missing"}
+    assert set(data) == {"simulated", "prices", "market", "sentiment", "indicators", "sources", "missing"}
     # The simulator's data says so, in the snapshot and in every section's source.
     assert data["simulated"] is True
-    assert list(data["prices"]) == list(SYMBOLS)
+    # The default symbols: the original service's seven coins, each priced.
+    assert list(data["prices"]) == ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
     for quote in data["prices"].values():
         assert quote["source"] == "simulated:binance" and quote["usd"] > 0
         assert quote["fetched_at"].endswith("Z")
@@ -304,18 +306,23 @@ def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
     assert 0 < data["market"]["btc_dominance"] < 100
     assert data["sentiment"]["source"] == "simulated:feargreed" and 0 <= data["sentiment"]["value"] <= 100
     assert "next_update_s" not in data["sentiment"]
+    # BTC's daily RSI(14), from Binance's daily candles.
+    assert data["indicators"]["source"] == "simulated:binance" and 0 < data["indicators"]["btc_rsi_14"] < 100
     assert {p: s["ok"] for p, s in data["sources"].items()} == {p: True for p in PROVIDERS3}
     assert set(data["sources"]["coingecko"]["sections"]) == {"prices", "market"}
     assert data["missing"] == []
     json.dumps(data, allow_nan=False)  # what the envelope will do with it
-    # One on_call per HTTP call: the symbol lookup, then two CoinGecko endpoints, one each for the others.
+    # One on_call per HTTP call: the symbol lookup, the ticker and the daily candles, two CoinGecko
+    # endpoints, one for Fear & Greed.
     assert sorted((p, o) for p, o, _ in calls) == [
-        ("binance", "ok"), ("binance", "ok"), ("coingecko", "ok"), ("coingecko", "ok"), ("feargreed", "ok")]
+        ("binance", "ok"), ("binance", "ok"), ("binance", "ok"), ("coingecko", "ok"), ("coingecko", "ok"),
+        ("feargreed", "ok")]
     assert all(seconds >= 0 for _, _, seconds in calls)
     stats = sim.stats()
-    assert stats["by_node"] == {"node-a": 5}
+    assert stats["by_node"] == {"node-a": 6}
     assert stats["by_path"]["/binance/api/v3/exchangeInfo"] == 1
-    assert stats["user_agents"] == {USER_AGENT: 5}
+    assert stats["by_path"]["/binance/api/v3/klines"] == 1
+    assert stats["user_agents"] == {USER_AGENT: 6}
     assert USER_AGENT.startswith("marketfeed/")
 
 
@@ -347,7 +354,7 @@ def test_connections_are_reused(sim: SimulatedExchange) -> None:
     finally:
         fetcher.close()
     stats = sim.stats()
-    assert stats["total"] == 21  # the lookup, then four calls per fetch
+    assert stats["total"] == 22  # the lookup and BTC's daily candles (hourly), then four calls per fetch
     # Four concurrent calls per fetch need at most four pooled connections.
     assert stats["connections"] <= 4
 

@@ -142,7 +142,7 @@ def test_a_master_without_its_replicas_refuses_every_script(tmp_path) -> None:
         env = Envelope(epoch=election.epoch, seq=1, leader="n1", fetched_at=time.time(), data={})
         with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
             store.write("n1", env)
-        assert admin.get("latest_market_data") is None
+        assert admin.get("websocket:snapshot") is None
         client.close()
         admin.close()
 

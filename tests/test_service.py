@@ -409,9 +409,9 @@ def test_plain_redis_client_sees_operator_keys(stack, redis_proc, rclient, sim) 
     start_instances(stack, 1, redis_proc.url, sim.url, workers=1)
     wait_leader(rclient)
     deadline = time.monotonic() + 5
-    while rclient.get("latest_market_data") is None and time.monotonic() < deadline:
+    while rclient.get("websocket:snapshot") is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    data = json.loads(rclient.get("latest_market_data"))
+    data = json.loads(rclient.get("websocket:snapshot"))
     assert data["type"] == "snapshot" and data["data"]["prices"]
     assert 0 < rclient.ttl("websocket:leader") <= 2
 

@@ -20,12 +20,12 @@ from feed.node.node import FeedNode
 from feed.observer import Quiet
 from feed.providers.budget import RedisBudgetStore
 from feed.providers.fetcher import Fetcher, build_fetcher
-from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.client import connect
 from feed.redisconn.embedded import free_port
 from feed.simulator.server import SimulatedExchange
 
-PROVIDERS = PROVIDER_NAMES
+# The three that need no key (Finnhub and CoinMarketCap have tests of their own).
+PROVIDERS = ("coingecko", "binance", "feargreed")
 
 
 def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
@@ -70,7 +70,9 @@ def make() -> Iterator[Callable[..., tuple[Fetcher, Recorder]]]:
         options: dict[str, object] = {"sim_url": sim.url, "http_retries": 0,
                                       "http_read_timeout": 2.0, "max_response_bytes": 64 * 1024,
                                       "coingecko_interval": 0.01, "feargreed_interval": 0.01,
-                                      "binance_interval": 0.01}
+                                      "binance_interval": 0.01,
+                                      # BTC's daily candles have tests of their own (test_indicators.py).
+                                      "rsi_interval": 0, "symbols": ("BTC", "ETH", "SOL", "BNB", "XRP")}
         options.update(overrides)
         recorder = Recorder()
         fetcher = build_fetcher(Settings(**options).validate(), node, observer=recorder)

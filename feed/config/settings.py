@@ -3,7 +3,8 @@
 Each field below is one setting: its environment variable, default, parser,
 rule and one-line doc (:func:`feed.config.declare.setting`). Names and
 defaults of the original service are kept (``REDIS_URL``,
-``FETCH_INTERVAL_SECONDS`` = 5, ``PORT`` = 8080, ``RAILWAY_REPLICA_ID``).
+``FETCH_INTERVAL_SECONDS`` = 5, ``PORT`` = 8081, ``HOST``, ``RAILWAY_REPLICA_ID``
+and ``RAILWAY_INSTANCE_ID``, and the upstream keys it read).
 :meth:`Settings.validate` applies every field's rule and the rules that
 relate fields to each other, naming the setting and the rule when it refuses
 a value; docs/CONFIGURATION.md's tables are generated from the same fields
@@ -135,17 +136,47 @@ class Settings:
     fetch_interval: float = setting(
         "FETCH_INTERVAL_SECONDS", 5.0, "how often the leader fetches the market APIs",
         section="original", rule=positive)
-    port: int = setting("PORT", 8080, "HTTP port (Railway sets it)", section="original", rule=tcp_port())
+    port: int = setting("PORT", 8081, "HTTP port (Railway sets it; the original's default)",
+                        section="original", rule=tcp_port())
+    host: str = setting("HOST", "0.0.0.0", "the address to listen on (`::` for IPv6 too)",
+                        section="original", rule=name_without_spaces)
     replica_id: str | None = setting(
         "RAILWAY_REPLICA_ID", None, "part of every node id, `ws-<replica>-<pid>-<random>`",
         section="original", shown="the host name")
+    instance_id: str | None = setting(
+        "RAILWAY_INSTANCE_ID", None, "stands in for `RAILWAY_REPLICA_ID` when that is unset (as in the "
+        "original)", section="original", shown="unset")
+    finnhub_api_key: str | None = setting(
+        "FINNHUB_API_KEY", None, "a Finnhub key (free plan: 60 calls a minute): the US index ETFs DIA, SPY "
+        "and QQQM, as the original showed them (`us_stock_indices`); unset: none", section="original",
+        rule=_api_key, secret=True, shown="unset")
+    cmc_api_key: str | None = setting(
+        "CMC_API_KEY", None, "a CoinMarketCap key (Basic: 10,000 credits a month): its global metrics are "
+        "the fallback for market totals while CoinGecko's fail, as in the original; unset: none",
+        section="original", rule=_api_key, secret=True, shown="unset")
+    taapi_secret: str | None = setting(
+        "TAAPI_SECRET", None, "not used: BTC's RSI(14) comes from Binance's daily candles, with no key "
+        "(named once in the log when set)", section="original", secret=True, shown="unset")
+
+    original_compat: bool = setting(
+        "ORIGINAL_COMPAT", False, "`on`: a drop-in for the original service's clients "
+        "([COMPATIBILITY.md](COMPATIBILITY.md)): `/ws` speaks its `dashboard_update` protocol unless a "
+        "client asks for `?protocol=marketfeed`, and the leader also keeps its Redis contract "
+        "(`latest_market_data` as its flat object, `market_data_stream`) inside the fenced write",
+        section="original", parser=flag, shown="off")
+    original_cache_ttl: float = setting(
+        "ORIGINAL_CACHE_TTL_SECONDS", 5.0, "with `ORIGINAL_COMPAT=on`: TTL of the flat "
+        "`latest_market_data` (the original's 5 s)", section="original", rule=positive)
+    original_stream_maxlen: int = setting(
+        "ORIGINAL_STREAM_MAXLEN", 1000, "with `ORIGINAL_COMPAT=on`: `market_data_stream` is capped near "
+        "this many entries (`XADD MAXLEN ~`, as the original)", section="original", rule=at_least(1))
 
     # --- election, cache and timing ---------------------------------------------
     key_prefix: str = setting(
-        "KEY_PREFIX", DEFAULT_PREFIX, "names every Redis key: `<prefix>:leader`, `:epoch`, `:updates`, "
-        "`:leader-events`, `:events`, and `<prefix>:latest_market_data`, except that the default prefix "
-        "keeps the original bare `latest_market_data`. Two deployments on one Redis need only different "
-        "prefixes", section="election", rule=name_without_spaces)
+        "KEY_PREFIX", DEFAULT_PREFIX, "names every Redis key: `<prefix>:leader`, `:epoch`, `:snapshot`, "
+        "`:updates`, `:leader-events`, `:events`, and `<prefix>:latest_market_data` / "
+        "`<prefix>:market_data_stream`, except that the default prefix keeps the original bare names. Two "
+        "deployments on one Redis need only different prefixes", section="election", rule=name_without_spaces)
     lock_ttl: float = setting(
         "LOCK_TTL_SECONDS", 10.0, "TTL of the leader lock; must be > 2 x `RENEW_INTERVAL_SECONDS`",
         section="election", rule=positive)
@@ -154,7 +185,7 @@ class Settings:
     lease_margin: float = setting(
         "LEASE_MARGIN_SECONDS", 2.0, "a leader whose renewals fail stops acting this long before its "
         "lock could expire; must be < TTL - renew interval", section="election", rule=non_negative)
-    cache_ttl: float = setting("CACHE_TTL_SECONDS", 10.0, "TTL of `latest_market_data`",
+    cache_ttl: float = setting("CACHE_TTL_SECONDS", 10.0, "TTL of the stored snapshot (`websocket:snapshot`)",
                                section="election", rule=positive)
     stale_after: float = setting(
         "STALE_AFTER_SECONDS", 15.0, "snapshots older than this are sent with `stale: true`, and "
@@ -198,7 +229,8 @@ class Settings:
         "PROVIDERS", PROVIDER_NAMES, "which providers run", section="upstream",
         parser=words_as(str.lower), rule=_providers)
     symbols: tuple[str, ...] = setting(
-        "SYMBOLS", ("BTC", "ETH", "SOL", "BNB", "XRP"), "which prices", section="upstream",
+        "SYMBOLS", ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"), "which prices (the default: the "
+        "original service's seven coins)", section="upstream",
         parser=words_as(str.upper), rule=_symbols)
     coingecko_url: str | None = setting(
         "COINGECKO_BASE_URL", None, "CoinGecko's base URL (a proxy, a mirror, a stand-in)",
@@ -228,6 +260,23 @@ class Settings:
     binance_interval: float = setting(
         "BINANCE_INTERVAL_SECONDS", 0.0, "how often Binance is called; 0 = every fetch "
         "(`FETCH_INTERVAL_SECONDS`)", section="upstream", rule=non_negative, shown="0 (every fetch)")
+    finnhub_url: str | None = setting(
+        "FINNHUB_BASE_URL", None, "Finnhub's base URL (a proxy, a mirror, a stand-in)",
+        section="upstream", rule=http_url, shown="per `UPSTREAM`")
+    finnhub_interval: float = setting(
+        "FINNHUB_INTERVAL_SECONDS", 300.0, "how often the three index ETFs are asked of Finnhub (one call "
+        "each; the original kept them 5 minutes)", section="upstream", rule=positive)
+    cmc_url: str | None = setting(
+        "CMC_BASE_URL", None, "CoinMarketCap's base URL (a proxy, a mirror, a stand-in)",
+        section="upstream", rule=http_url, shown="per `UPSTREAM`")
+    cmc_interval: float = setting(
+        "CMC_INTERVAL_SECONDS", 300.0, "how often CoinMarketCap is called at most, and only while "
+        "CoinGecko's market totals fail (a month of it stays within Basic's 10,000 credits)",
+        section="upstream", rule=positive)
+    rsi_interval: float = setting(
+        "RSI_INTERVAL_SECONDS", 3600.0, "how often BTC's daily candles are asked of Binance for its RSI(14) "
+        "(`btc_rsi_14`; the value moves with today's close, the original kept it 3 h); 0 = no RSI",
+        section="upstream", rule=non_negative)
     feargreed_url: str | None = setting(
         "FEAR_GREED_BASE_URL", None, "alternative.me's base URL (a proxy, a mirror, a stand-in)",
         section="upstream", rule=http_url, shown="per `UPSTREAM`")
@@ -330,6 +379,19 @@ class Settings:
         if self.ws_node_ids == "auto":
             return bool(self.operator_token)
         return self.ws_node_ids == "opaque"
+
+    @property
+    def replica_label(self) -> str | None:
+        """What names this replica in node ids: Railway's replica id, else its instance id."""
+        return self.replica_id or self.instance_id
+
+    def unused(self) -> list[tuple[str, str]]:
+        """``(variable, what to use instead)`` for each of the original's variables set but not used."""
+        out = []
+        if self.taapi_secret:
+            out.append(("TAAPI_SECRET", "nothing: BTC's RSI(14) is computed from Binance's daily candles, "
+                                        "no key needed; the secret can be removed"))
+        return out
 
     @property
     def upstream_mode(self) -> str:

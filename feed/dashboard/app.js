@@ -21,6 +21,7 @@
   const BACKOFF_MAX_MS = 30000;
   const HISTORY_ROWS = 8;
   const CONN_LOG_ROWS = 6;
+  const SLOW_PARTS = ["indicators", "indices"];
 
   const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
   const ui = {
@@ -193,11 +194,15 @@
     ui.simulated.hidden = data.simulated !== true;
     document.body.classList.toggle("simulated", data.simulated === true);
     // Every section stale (as the server judged them): new snapshots, old values.
+    // Hourly sections (RSI, index ETFs) stay fresh long after prices stop: they do not count.
     const flags = Object.values(state.sources).flatMap((src) =>
-      isObject(src) && isObject(src.sections) ? Object.values(src.sections).map((sec) => sec.stale === true) : []);
+      isObject(src) && isObject(src.sections)
+        ? Object.entries(src.sections).filter(([part]) => !SLOW_PARTS.includes(part)).map(([, sec]) => sec.stale === true)
+        : []);
     state.keptOnly = flags.length > 0 && flags.every(Boolean);
     renderPrices(data);
     renderMarket(data.market);
+    renderIndicators(data.indicators);
     renderSentiment(data.sentiment);
     renderMissing(data);
     renderAge();
@@ -362,6 +367,12 @@
     set("volume", m ? big(m.total_volume_usd) : "unavailable");
     set("dominance", m && Number.isFinite(m.btc_dominance) ? pct(m.btc_dominance, false) : "–");
     set("cap-change", m && Number.isFinite(m.market_cap_change_24h) ? pct(m.market_cap_change_24h, true) : "–");
+    set("eth-dominance", m && Number.isFinite(m.eth_dominance) ? pct(m.eth_dominance, false) : "–");
+  }
+
+  function renderIndicators(indicators) {
+    const rsi = isObject(indicators) && Number.isFinite(indicators.btc_rsi_14) ? indicators.btc_rsi_14 : null;
+    ui.market.querySelector('[data-field="rsi"]').textContent = rsi === null ? "–" : rsi.toFixed(1);
   }
 
   function renderSentiment(sentiment) {

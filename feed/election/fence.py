@@ -2,8 +2,10 @@
 
 The leader's write is one Lua script that checks, inside Redis, that the
 writer still holds the lock *and* that the epoch it was elected under is still
-the current one; only then does it store ``latest_market_data`` with its TTL
-and publish the envelope on the updates channel. A deposed or paused leader's
+the current one; only then does it store the envelope (``websocket:snapshot``)
+with its TTL and publish it on the updates channel, and, with
+``ORIGINAL_COMPAT=on``, keep the original service's ``latest_market_data`` and
+``market_data_stream``. A deposed or paused leader's
 write is therefore refused by Redis itself, whatever the writer believes.
 
 Without an election (``ELECTION=off``, :mod:`feed.election.solo`) every node
@@ -12,6 +14,7 @@ overwrites the cache, unfenced and unpublished: the original design.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,10 +23,11 @@ import redis
 from feed.election.lock import ScriptReplyError
 from feed.envelope import Envelope
 from feed.keys import Keys
+from feed.original import market_object
 from feed.redisconn.values import text
 
-__all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "SnapshotStore", "UnfencedStore", "WriteResult",
-           "decode_write", "read_cached"]
+__all__ = ["FENCE", "FENCED_WRITE", "FencedStore", "OriginalContract", "SnapshotStore", "UnfencedStore",
+           "WriteResult", "decode_write", "read_cached"]
 
 # The fence itself, for every script that writes as the leader: KEYS[1] is
 # the lock, KEYS[2] the epoch, ARGV[1] the writer's node id, ARGV[2] the
@@ -38,13 +42,22 @@ if redis.call('GET', KEYS[2]) ~= ARGV[2] then
 end
 """
 
-# KEYS: leader, epoch, data
+# KEYS: leader, epoch, data[, original_latest, original_stream]
 # ARGV: node_id, epoch, envelope_json, cache_ttl_ms, updates_channel
+#       [, flat_json, flat_ttl_ms, stream_maxlen]
+# With the last three keys and arguments (ORIGINAL_COMPAT=on) it also keeps
+# the original service's contract, under the same fence: SET the flat
+# object with its TTL, and XADD it (field "data") to the stream, capped
+# near stream_maxlen entries.
 # Returns {1, receivers}        stored and published
 #         {0, 'not_leader'}     the lock is not (or no longer) the writer's
 #         {0, 'stale_epoch'}    the lock is, but under a newer epoch
 FENCED_WRITE = FENCE + """
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
+if KEYS[5] then
+  redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7])
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'data', ARGV[6])
+end
 return {1, redis.call('PUBLISH', ARGV[5], ARGV[3])}
 """
 
@@ -97,23 +110,44 @@ class _Cache:
         return read_cached(self.client, self.keys)
 
 
+@dataclass(frozen=True)
+class OriginalContract:
+    """The original service's Redis contract, kept beside ours (``ORIGINAL_COMPAT=on``).
+
+    Its main web service reads ``latest_market_data`` (the flat object,
+    :mod:`feed.original`) and else the newest entry of ``market_data_stream``.
+    """
+
+    ttl: float = 5.0
+    stream_maxlen: int = 1000
+
+    def keys_and_args(self, keys: Keys, envelope: Envelope) -> tuple[list[str], list[object]]:
+        flat = json.dumps(market_object(envelope), separators=(",", ":"), allow_nan=False)
+        return ([keys.original_latest, keys.original_stream],
+                [flat, max(1, int(self.ttl * 1000)), self.stream_maxlen])
+
+
 class FencedStore(_Cache):
     """The election's store: a write lands only from the leader of the current epoch."""
 
     echoes = True
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None, cache_ttl: float = 10.0) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None, cache_ttl: float = 10.0,
+                 original: OriginalContract | None = None) -> None:
         super().__init__(client, keys, cache_ttl)
+        self.original = original
         self._write = client.register_script(FENCED_WRITE)
 
     def write(self, node_id: str, envelope: Envelope) -> WriteResult:
         """Store and publish ``envelope`` if ``node_id`` leads under its epoch."""
         k = self.keys
-        reply = self._write(
-            keys=[k.leader, k.epoch, k.data],
-            args=[node_id, envelope.epoch, envelope.to_json(), self.cache_ttl_ms, k.updates],
-        )
-        return decode_write(reply)
+        keys: list[str] = [k.leader, k.epoch, k.data]
+        args: list[object] = [node_id, envelope.epoch, envelope.to_json(), self.cache_ttl_ms, k.updates]
+        if self.original is not None:
+            more_keys, more_args = self.original.keys_and_args(k, envelope)
+            keys += more_keys
+            args += more_args
+        return decode_write(self._write(keys=keys, args=args))
 
 
 class UnfencedStore(_Cache):

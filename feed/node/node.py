@@ -24,7 +24,7 @@ import redis
 
 from feed.config.settings import Settings
 from feed.election.candidate import Election
-from feed.election.fence import FencedStore, SnapshotStore, UnfencedStore
+from feed.election.fence import FencedStore, OriginalContract, SnapshotStore, UnfencedStore
 from feed.election.identity import make_node_id
 from feed.election.leadership import Leadership, Role
 from feed.election.presence import Presence
@@ -55,7 +55,9 @@ def choose_leadership(settings: Settings, client: redis.Redis, node_id: str,
                         renew_interval=settings.renew_interval, margin=settings.lease_margin,
                         events_maxlen=settings.events_maxlen, event_class=event_class,
                         presence=presence, clients=clients, callbacks=callbacks)
-    return election, FencedStore(client, keys, settings.cache_ttl)
+    original = OriginalContract(settings.original_cache_ttl, settings.original_stream_maxlen) \
+        if settings.original_compat else None
+    return election, FencedStore(client, keys, settings.cache_ttl, original)
 
 
 class FeedNode:
@@ -87,7 +89,7 @@ class FeedNode:
     ) -> None:
         self.settings = settings
         self.client = client
-        self.node_id = node_id or settings.node_id or make_node_id(settings.replica_id)
+        self.node_id = node_id or settings.node_id or make_node_id(settings.replica_label)
         self.observer: Observer = observer or Quiet()
         self.thread_class = thread_class
         self.keys = settings.keys

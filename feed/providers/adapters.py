@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from feed.config.settings import Settings
 from feed.logs import log_event
-from feed.providers import binance, coingecko, feargreed
+from feed.providers import binance, coingecko, coinmarketcap, feargreed, finnhub
 from feed.providers.budget import Budget
 from feed.providers.snapshot import CallResult
 from feed.providers.symbol_book import SymbolBook
@@ -83,6 +83,11 @@ class Adapter(ABC):
     def interval_of(cls, settings: Settings) -> float:
         """The configured cadence of this provider's calls."""
         return settings.fetch_interval
+
+    @classmethod
+    def available(cls, settings: Settings) -> bool:
+        """False if ``settings`` leave this provider nothing to do (a provider that needs a key)."""
+        return True
 
     # --- where ---------------------------------------------------------------
     @classmethod
@@ -231,9 +236,14 @@ class BinanceAdapter(Adapter):
         "forbidden": "the provider's firewall refused this host (HTTP 403); backing off",
     }
 
-    def __init__(self, ctx: Context, url: str, interval: float) -> None:
+    def __init__(self, ctx: Context, url: str, interval: float, *, rsi_interval: float = 3600.0) -> None:
         super().__init__(ctx, url, interval)
+        self.rsi_interval = rsi_interval
         self.book = SymbolBook(ctx.budget, ctx.symbols, ctx.base(self.name), url, ctx.wall)
+
+    @classmethod
+    def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
+        return cls(ctx, url, cls.interval_of(settings), rsi_interval=settings.rsi_interval)
 
     @classmethod
     def interval_of(cls, settings: Settings) -> float:
@@ -241,7 +251,12 @@ class BinanceAdapter(Adapter):
 
     def calls(self) -> list[Call]:
         pairs = self.book.pairs()
-        return [binance.ticker_call(self.url, pairs)] if pairs else []
+        calls = [binance.ticker_call(self.url, pairs)] if pairs else []
+        # BTC's daily RSI from its daily candles: no key, one call an hour by default (0: none).
+        return [*calls, binance.rsi_call(self.url)] if self.rsi_interval else calls
+
+    def interval(self, endpoint: str, now: float) -> float:
+        return self.rsi_interval if endpoint == "binance.indicators" else self.cadence
 
     def prepare(self, now: float) -> tuple[list[CallResult], tuple[str, ...]]:
         """The symbol book, looked up when missing, old or incomplete (feed/providers/symbol_book.py)."""
@@ -324,7 +339,83 @@ class FearGreedAdapter(Adapter):
         return value
 
 
-ADAPTERS: dict[str, type[Adapter]] = {a.name: a for a in (CoinGeckoAdapter, BinanceAdapter, FearGreedAdapter)}
+class FinnhubAdapter(Adapter):
+    """The US index ETFs (DIA, SPY, QQQM), one call each, only with ``FINNHUB_API_KEY``."""
+
+    name = finnhub.NAME
+    live_url = finnhub.LIVE_URL
+    url_setting = "finnhub_url"
+    fixes: ClassVar[dict[Any, str]] = {
+        "unauthorized": "FINNHUB_API_KEY is not a valid Finnhub key: check it (finnhub.io/dashboard)",
+        "rate_limited": "Finnhub's 60 calls a minute are used up (another user of this key?); backing off",
+        "forbidden": "Finnhub refused the key for this data (HTTP 403): it may need another plan",
+    }
+
+    def __init__(self, ctx: Context, url: str, interval: float, *, headers: dict[str, str]) -> None:
+        super().__init__(ctx, url, interval)
+        self.headers = headers
+
+    @classmethod
+    def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
+        return cls(ctx, url, cls.interval_of(settings), headers=finnhub.auth(settings.finnhub_api_key))
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        return settings.finnhub_interval
+
+    @classmethod
+    def available(cls, settings: Settings) -> bool:
+        return bool(settings.finnhub_api_key)
+
+    def calls(self) -> list[Call]:
+        return [finnhub.quote_call(self.url, symbol, self.headers) for symbol in finnhub.INDEX_ETFS]
+
+
+class CoinMarketCapAdapter(Adapter):
+    """Market totals while CoinGecko's fail, only with ``CMC_API_KEY``: the original's fallback."""
+
+    name = coinmarketcap.NAME
+    live_url = coinmarketcap.LIVE_URL
+    url_setting = "cmc_url"
+    fixes: ClassVar[dict[Any, str]] = {
+        1001: "CMC_API_KEY is not a valid CoinMarketCap key: check it (pro.coinmarketcap.com/account)",
+        1002: "CMC_API_KEY is missing from the request: check the setting",
+        1008: "CoinMarketCap's requests per minute are used up (another user of this key?)",
+        1009: "CoinMarketCap's daily credits are used up",
+        1010: "CoinMarketCap's monthly credits are used up: market totals wait for CoinGecko",
+        "forbidden": "CoinMarketCap's plan for this key does not cover global metrics (HTTP 403)",
+    }
+
+    def __init__(self, ctx: Context, url: str, interval: float, *, headers: dict[str, str],
+                 primary: bool) -> None:
+        super().__init__(ctx, url, interval)
+        self.headers = headers
+        # Whether CoinGecko runs at all: without it CoinMarketCap is the market's only source.
+        self.primary = primary
+
+    @classmethod
+    def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
+        return cls(ctx, url, cls.interval_of(settings), headers=coinmarketcap.auth(settings.cmc_api_key),
+                   primary="coingecko" in settings.providers)
+
+    @classmethod
+    def interval_of(cls, settings: Settings) -> float:
+        return settings.cmc_interval
+
+    @classmethod
+    def available(cls, settings: Settings) -> bool:
+        return bool(settings.cmc_api_key)
+
+    def calls(self) -> list[Call]:
+        # A fallback: its credits are spent only while CoinGecko's market totals fail.
+        budget = self.ctx.budget
+        if self.primary and budget.block(coingecko.NAME) is None and not budget.failures("coingecko.market"):
+            return []
+        return [coinmarketcap.global_call(self.url, self.headers)]
+
+
+ADAPTERS: dict[str, type[Adapter]] = {a.name: a for a in (CoinGeckoAdapter, BinanceAdapter, FearGreedAdapter,
+                                                           FinnhubAdapter, CoinMarketCapAdapter)}
 
 
 def month_end(now: float) -> float:

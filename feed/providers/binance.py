@@ -10,6 +10,10 @@ rest-api/market-data-endpoints)::
     GET /api/v3/exchangeInfo?symbols=["BTCUSDT"]                 weight 20
     {"symbols": [{"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC", ...}], ...}
 
+    GET /api/v3/klines?symbol=BTCUSDT&interval=1d&limit=200      weight 2 (limit 1-1000)
+    [[open_time_ms, "open", "high", "low", "close", "volume", close_time_ms, ...], ...]
+    (oldest first; the last candle is today's, still forming)
+
 Numbers come as strings. Prices are quoted in USDT and reported as USD.
 What Binance does that the service must live with:
 
@@ -32,16 +36,20 @@ import json
 from functools import partial
 from typing import Any
 
+from feed.providers.indicators import rsi
 from feed.providers.transport import Call
-from feed.providers.validate import CHANGE_PCT, PRICE_USD, expect, number
+from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, expect, number
 
-__all__ = ["LIVE_URL", "NAME", "QUOTE", "explain", "lookup_call", "pair", "parse_listed", "parse_ticker",
-           "ticker_call"]
+__all__ = ["KLINES_LIMIT", "LIVE_URL", "NAME", "QUOTE", "explain", "lookup_call", "pair", "parse_closes",
+           "parse_listed", "parse_rsi", "parse_ticker", "rsi_call", "ticker_call"]
 
 NAME = "binance"
 LIVE_URL = "https://data-api.binance.vision"
 QUOTE = "USDT"
 UNKNOWN_SYMBOL = -1121
+#: Daily candles per RSI call: enough for Wilder's smoothing to forget its seed, at weight 2.
+KLINES_LIMIT = 200
+RSI_PERIOD = 14
 
 
 def pair(symbol: str) -> str:
@@ -106,3 +114,28 @@ def parse_ticker(payload: Any, wanted: dict[str, str]) -> dict[str, dict[str, An
                                  CHANGE_PCT, text=True),
         }
     return out
+
+
+def rsi_call(base_url: str, symbol: str = "BTC") -> Call:
+    """BTC's daily candles, for its RSI(14) (the ``indicators`` section)."""
+    return Call(NAME, "indicators", f"{base_url}/api/v3/klines",
+                {"symbol": pair(symbol), "interval": "1d", "limit": str(KLINES_LIMIT)},
+                partial(parse_rsi, key=f"{symbol.lower()}_rsi_{RSI_PERIOD}"), explain)
+
+
+def parse_closes(payload: Any) -> list[float]:
+    """The close of each candle, oldest first."""
+    rows = expect(payload, list, "klines")
+    closes = []
+    for i, row in enumerate(rows):
+        row = expect(row, list, f"klines[{i}]")
+        closes.append(number(row[4] if len(row) > 4 else None, f"klines[{i}][4]", PRICE_USD, text=True))
+    return closes
+
+
+def parse_rsi(payload: Any, key: str = "btc_rsi_14") -> dict[str, float]:
+    """``{key: RSI}`` from daily candles; too few candles is an invalid answer."""
+    closes = parse_closes(payload)
+    if len(closes) < RSI_PERIOD + 1:
+        raise InvalidResponse(f"klines: {len(closes)} candles, RSI({RSI_PERIOD}) needs {RSI_PERIOD + 1}")
+    return {key: round(rsi(closes, RSI_PERIOD), 4)}

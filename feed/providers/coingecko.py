@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any
 
 from feed.providers.transport import Call
-from feed.providers.validate import CAP_USD, CHANGE_PCT, PERCENT, PRICE_USD, Range, expect, number
+from feed.providers.validate import CAP_USD, CHANGE_PCT, MARKET_CHANGE_PCT, PERCENT, PRICE_USD, expect, number
 
 __all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "PRO_URL", "auth", "explain", "global_call", "ids_for",
            "parse_global", "parse_prices", "price_call"]
@@ -58,7 +58,6 @@ COINGECKO_IDS = {
 }
 
 # A whole-market 24 h move of several hundred % is not a market, it is a bug.
-MARKET_CHANGE_PCT = Range(-100.0, 1000.0, what="a 24 h market-cap change in %")
 
 
 def ids_for(symbols: tuple[str, ...], extra: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
@@ -143,6 +142,9 @@ def parse_global(payload: Any) -> dict[str, Any]:
         "total_market_cap_usd": usd("total_market_cap"),
         "total_volume_usd": usd("total_volume"),
         "btc_dominance": number(shares.get("btc"), "global.data.market_cap_percentage.btc", PERCENT),
+        # ETH's share (the original showed it): absent rather than invented if CoinGecko leaves it out.
+        **({"eth_dominance": number(shares["eth"], "global.data.market_cap_percentage.eth", PERCENT)}
+           if shares.get("eth") is not None else {}),
         "market_cap_change_24h": number(
             data.get("market_cap_change_percentage_24h_usd"),
             "global.data.market_cap_change_percentage_24h_usd", MARKET_CHANGE_PCT),

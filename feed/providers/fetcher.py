@@ -38,7 +38,7 @@ from feed.observer import Observer, notify
 from feed.providers.adapters import ADAPTERS, Adapter, Context, month_end
 from feed.providers.budget import Block, Budget, BudgetStore, MemoryBudgetStore
 from feed.providers.sections import SectionStore
-from feed.providers.snapshot import CallResult, Freshness, ProviderStatus, has_data
+from feed.providers.snapshot import BASE_PARTS, PARTS, CallResult, Freshness, ProviderStatus, has_data
 from feed.providers.transport import Call, CallFailed, HttpClient, Reply
 from feed.redisconn.url import redact_url
 
@@ -63,7 +63,7 @@ BLOCKS = {
 def base_urls(settings: Settings) -> dict[str, str]:
     """Base URL per configured provider: override, else simulator or live API."""
     urls: dict[str, str] = {}
-    for name in settings.providers:
+    for name in active_providers(settings):
         adapter = ADAPTERS[name]
         override = getattr(settings, adapter.url_setting)
         if override:
@@ -80,6 +80,15 @@ def base_urls(settings: Settings) -> dict[str, str]:
                 "--port 8090); or set UPSTREAM=live for the public APIs",
             )
     return urls
+
+
+#: Sections several calls of one tick add to, instead of replacing.
+MERGED_PARTS = ("prices", "indices")
+
+
+def active_providers(settings: Settings) -> tuple[str, ...]:
+    """The configured providers that have something to do (Finnhub needs its key)."""
+    return tuple(p for p in settings.providers if ADAPTERS[p].available(settings))
 
 
 def fetch_budget(settings: Settings) -> float:
@@ -104,13 +113,14 @@ class Plan:
     @classmethod
     def from_settings(cls, settings: Settings) -> Plan:
         urls = base_urls(settings)
+        providers = active_providers(settings)
         return cls(
-            symbols=settings.symbols, providers=settings.providers, urls=urls,
+            symbols=settings.symbols, providers=providers, urls=urls,
             fetch_interval=settings.fetch_interval,
-            intervals={p: ADAPTERS[p].interval_of(settings) for p in settings.providers},
+            intervals={p: ADAPTERS[p].interval_of(settings) for p in providers},
             section_max_age=settings.section_max_age, simulated=settings.simulated,
             adapters={p: partial(ADAPTERS[p].from_settings, settings=settings, url=urls[p])
-                      for p in settings.providers})
+                      for p in providers})
 
 
 class Fetcher:
@@ -145,6 +155,9 @@ class Fetcher:
                       run=lambda calls: self._run(calls, self._deadline_at),
                       skipped=lambda provider: self.client.record(provider, "skipped", 0.0))
         self.adapters: dict[str, Adapter] = {name: plan.adapters[name](ctx) for name in plan.providers}
+        # The sections besides prices these providers supply, in the snapshot's order.
+        supplied = {c.part for a in self.adapters.values() for c in a.calls()} | set(BASE_PARTS)
+        self.parts = tuple(p for p in PARTS[1:] if p in supplied)
 
     @property
     def node_id(self) -> str:
@@ -185,7 +198,7 @@ class Fetcher:
             blocked, calls = st.blocked_for_s or 0.0, self.budget.calls(provider)
             notify(lambda p=provider, b=blocked, c=calls: observer.upstream_state(p, b, c), "upstream_state")
         data = self.sections.assemble(self.plan.symbols, self.plan.providers, self._freshness(now),
-                                      statuses, now, simulated=self.plan.simulated)
+                                      statuses, now, simulated=self.plan.simulated, parts=self.parts)
         attempted = [r for r in results if r.call.part != "symbols"]
         if not has_data(data) or (attempted and all(r.error is not None for r in attempted)):
             failures = {p: s.get("error") or "no data" for p, s in data["sources"].items() if not s["ok"]}
@@ -267,6 +280,10 @@ class Fetcher:
             failed, recovered = adapter.prepare(now)
             for part in recovered:
                 self._recovered(adapter.name, part)
+            if any(r.error is not None and r.error.outcome in BLOCKS for r in failed):
+                # Refused while preparing (a 451 on the lookup): this tick asks it nothing more.
+                out[i] = failed
+                return
             out[i] = failed + self._run(self._due_calls(adapter, now), self._deadline_at)
 
         threads = [self.thread_class(target=work, args=(i,), daemon=True, name=f"fetch-{jobs[i].name}")
@@ -310,7 +327,8 @@ class Fetcher:
         if result.error is None:
             reply: Reply = result.value
             value = adapter.answered(call, reply.value, now)
-            self.sections.put(call.endpoint, value, now, merge=call.part == "prices")
+            # Prices and the index ETFs come a few per call: each answer adds to the section.
+            self.sections.put(call.endpoint, value, now, merge=call.part in MERGED_PARTS)
             budget.set_next_due(call.endpoint, now + adapter.interval(call.endpoint, now))
             budget.set_failures(call.endpoint, 0)
             adapter.weighed(call, reply.used_weight, now)
@@ -402,7 +420,7 @@ def build_fetcher(settings: Settings, node_id: str, observer: Observer | None = 
         send_node_header=settings.simulated,
     )
     log_event(log, "fetcher_ready", node=node_id, upstream=settings.upstream_mode,
-              providers=list(settings.providers), symbols=list(settings.symbols),
+              providers=list(plan.providers), symbols=list(settings.symbols),
               urls={p: redact_url(u) for p, u in plan.urls.items()}, intervals=plan.intervals,
               deadline_s=fetch_budget(settings), coingecko_key=bool(settings.coingecko_api_key))
     return Fetcher(client, plan, store, deadline=fetch_budget(settings))

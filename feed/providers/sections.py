@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from feed.envelope import Envelope
-from feed.providers.snapshot import Freshness, Kept, ProviderStatus, assemble, provider_of
+from feed.providers.snapshot import BASE_PARTS, PARTS, Freshness, Kept, ProviderStatus, assemble, provider_of
 from feed.times import parse_iso
 
 __all__ = ["SectionStore"]
@@ -34,11 +34,13 @@ class SectionStore:
     def put(self, endpoint: str, value: Any, fetched_at: float, merge: bool = False) -> bool:
         """Keep ``value`` as ``endpoint``'s section unless a newer one is kept; True if kept.
 
-        ``merge`` (prices) adds its symbols to the kept ones instead of replacing them.
+        ``merge`` (prices, the index ETFs) adds its symbols to the kept ones instead of replacing them.
         """
         with self._lock:
             old = self._kept.get(endpoint)
-            if old is not None and old.fetched_at >= fetched_at:
+            # Merged answers of one tick share its time; any other write must be newer.
+            if old is not None and (old.fetched_at > fetched_at
+                                    or (old.fetched_at == fetched_at and not merge)):
                 return False
             if merge and old is not None and isinstance(old.value, dict):
                 value = {**old.value, **value}
@@ -67,7 +69,7 @@ class SectionStore:
             values = {s: {k: v for k, v in q.items() if k not in ("source", "fetched_at")}
                       for s, q in quotes.items()}
             self.put(endpoint, values, when, merge=True)
-        for part in ("market", "sentiment"):
+        for part in PARTS[1:]:
             section = data.get(part)
             provider = provider_of(section.get("source")) if isinstance(section, dict) else None
             if provider in sources:
@@ -75,11 +77,12 @@ class SectionStore:
                 self.put(f"{provider}.{part}", value, _when(section, previous.fetched_at))
 
     def assemble(self, symbols: Iterable[str], sources: Iterable[str], freshness: Mapping[str, Freshness],
-                 statuses: Mapping[str, ProviderStatus], now: float, *, simulated: bool = False) -> dict:
+                 statuses: Mapping[str, ProviderStatus], now: float, *, simulated: bool = False,
+                 parts: Iterable[str] = BASE_PARTS) -> dict:
         """The snapshot ``data`` at ``now`` from every kept section (see feed/providers/snapshot.py)."""
         with self._lock:
             kept = dict(self._kept)
-        return assemble(symbols, sources, kept, freshness, statuses, now, simulated=simulated)
+        return assemble(symbols, sources, kept, freshness, statuses, now, simulated=simulated, parts=parts)
 
 
 def _when(section: dict[str, Any], default: float) -> float:

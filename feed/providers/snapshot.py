@@ -33,13 +33,15 @@ from typing import Any
 from feed.providers.transport import Call, CallFailed
 from feed.times import iso_utc
 
-__all__ = ["PRICE_PREFERENCE", "SIMULATED", "CallResult", "Freshness", "Kept", "ProviderStatus", "assemble",
-           "has_data", "provider_of"]
+__all__ = ["BASE_PARTS", "PARTS", "PRICE_PREFERENCE", "SIMULATED", "CallResult", "Freshness", "Kept",
+           "ProviderStatus", "assemble", "has_data", "provider_of"]
 
 # One price per symbol from one place: Binance's last trade is the fresher
 # number, CoinGecko's aggregate fills in what Binance lacks.
 PRICE_PREFERENCE = ("binance", "coingecko")
-PARTS = ("prices", "market", "sentiment")
+PARTS = ("prices", "market", "sentiment", "indicators", "indices")
+#: The parts besides prices a snapshot always names (null when unknown).
+BASE_PARTS = ("market", "sentiment")
 #: What a simulated section's ``source`` starts with (``simulated:binance``):
 #: a client that reads one price alone can still tell it is not real.
 SIMULATED = "simulated:"
@@ -90,9 +92,12 @@ class ProviderStatus:
 
 def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str, Kept],
              freshness: Mapping[str, Freshness], status: Mapping[str, ProviderStatus], now: float, *,
-             simulated: bool = False) -> dict:
+             simulated: bool = False, parts: Iterable[str] = BASE_PARTS) -> dict:
     """The snapshot ``data`` at ``now`` from every section's kept value.
 
+    ``parts``: the sections besides prices this configuration supplies
+    (``market``, ``sentiment``, ``indicators``, ``indices``), each ``null``
+    and listed in ``missing`` when no good value is kept.
     ``simulated``: the upstream is the simulated exchange; the snapshot says
     ``"simulated": true`` and every section's source reads ``simulated:<provider>``.
 
@@ -144,7 +149,8 @@ def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str
         provider, _ = fresh[0] if fresh else max(quotes, key=lambda q: q[1].fetched_at)
         prices[symbol] = stamped(f"{provider}.prices", live[f"{provider}.prices"].value[symbol])
     out: dict[str, Any] = {"simulated": simulated, "prices": prices}
-    for part in ("market", "sentiment"):
+    parts = tuple(parts)
+    for part in parts:
         candidates = sorted((e for e in live if e.endswith(f".{part}")),
                             key=lambda e: (stale[e], -live[e].fetched_at))
         out[part] = stamped(candidates[0], live[candidates[0]].value) if candidates else None
@@ -153,7 +159,7 @@ def assemble(symbols: Iterable[str], providers: Iterable[str], kept: Mapping[str
         missing.append("prices")
     else:
         missing += [f"prices.{s}" for s in symbols if s not in prices]
-    missing += [part for part in ("market", "sentiment") if out[part] is None]
+    missing += [part for part in parts if out[part] is None]
     out["sources"] = sources
     out["missing"] = missing
     return out

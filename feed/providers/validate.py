@@ -52,6 +52,7 @@ PRICE_USD = Range(1e-12, 1e9, what="a USD price")
 CHANGE_PCT = Range(-100.0, 1e4, what="a 24 h change in %")
 CAP_USD = Range(0.0, 1e15, low_open=True, what="a market total in USD")
 PERCENT = Range(0.0, 100.0, what="a percentage")
+MARKET_CHANGE_PCT = Range(-100.0, 1000.0, what="a 24 h market-cap change in %")
 
 # Binance sends decimals as strings; float() would also accept "nan", "inf"
 # and "1_000", so the text must look like a plain decimal first.

@@ -25,6 +25,7 @@ from feed.redisconn.client import connect
 from feed.redisconn.url import redact_url
 from feed.server.cluster import cluster_view
 from feed.server.metrics import Metrics
+from feed.ws.codecs.choice import default_codec
 from feed.ws.hub import Hub
 
 __all__ = ["FeedService", "ServiceNotConfigured"]
@@ -45,7 +46,7 @@ class FeedService:
                 "embedded Redis when REDIS_URL is unset) or set REDIS_URL=redis://host:6379/0")
         self.settings = settings
         # Never NODE_ID here: every worker must be a candidate of its own.
-        self.node_id = node_id or make_node_id(settings.replica_id)
+        self.node_id = node_id or make_node_id(settings.replica_label)
         self.metrics = Metrics(self.node_id)
         self.client = connect(settings.redis_url, settings.redis_timeout)
         self._fetcher: Fetcher | None = None
@@ -67,7 +68,7 @@ class FeedService:
             max_message_bytes=settings.max_message_bytes,
             commands_per_second=settings.commands_per_second, send_buffer=settings.send_buffer,
             max_clients=settings.max_clients, send_threads=settings.send_threads,
-            status=self.client_status, label=self.label,
+            status=self.client_status, label=self.label, codec=default_codec(settings.original_compat),
         )
         self.node = FeedNode(settings, self.client, fetch, listener=self.hub.publish,
                              node_id=self.node_id, observer=self.metrics,

@@ -35,6 +35,8 @@ _LIMIT_HELP = {
     "coingecko_retry_after": "Retry-After seconds on CoinGecko's 429s (default off: no header)",
     "binance_weight_per_minute": "Binance request weight per client IP per window (real: 6000)",
     "binance_ban_s": "the first Binance 418 ban in seconds, doubling per ban up to 3 days (default 120)",
+    "finnhub_per_minute": "Finnhub calls per key per window (real: 60)",
+    "cmc_per_minute": "CoinMarketCap calls per key per window (real: 30)",
     "window_s": "length of the rate window in seconds, aligned to the clock (default 60)",
 }
 

@@ -34,9 +34,13 @@ from feed.simulator.routes import (
     COINGECKO_MONTHLY,
     COINGECKO_PRO_ON_PUBLIC,
     COINGECKO_RATE_LIMIT,
+    FINNHUB_KEY_INVALID,
+    FINNHUB_RATE_LIMIT,
+    FINNHUB_SIGN_UP,
     PREFIXES,
     Answer,
     binance_weight,
+    cmc_error,
     coingecko_error,
     error_answer,
 )
@@ -48,6 +52,8 @@ MAX_BAN_S = 3 * 86_400  # Binance's bans grow up to 3 days
 MAX_KEYS = 1000
 MAX_KEY_LENGTH = 200
 COINGECKO_KEY_HEADERS = ("x-cg-pro-api-key", "x-cg-demo-api-key")
+FINNHUB_KEY_HEADER = "X-Finnhub-Token"
+CMC_KEY_HEADER = "X-CMC_PRO_API_KEY"
 
 
 class Headers(Protocol):
@@ -80,6 +86,8 @@ class Limits:
     coingecko_retry_after: int | None = None  # Retry-After on CoinGecko's 429s; None: no header
     binance_weight_per_minute: int | None = None  # request weight per client IP
     binance_ban_s: float = 120.0  # the first 418 ban; each further ban doubles, up to 3 days
+    finnhub_per_minute: int | None = None  # per Finnhub key
+    cmc_per_minute: int | None = None  # per CoinMarketCap key
     window_s: float = 60.0  # the rate window ("per minute"); shorter only for tests
 
     @classmethod
@@ -98,12 +106,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (newer docs: 100) and 10,000 calls/month, Pro plans 500/min and up. Binance: 6000 weight/min.
     "real": {"coingecko_keyless_per_minute": 5, "coingecko_demo_per_minute": 30,
              "coingecko_pro_per_minute": 500, "coingecko_demo_monthly": 10_000,
-             "binance_weight_per_minute": 6000},
+             "binance_weight_per_minute": 6000, "finnhub_per_minute": 60,
+             "cmc_per_minute": 30},
 }
 
 #: field: (integers only, low, high, None allowed)
 FIELDS: dict[str, tuple[bool, float, float, bool]] = {
     "coingecko_keyless_per_minute": (True, 1, 1_000_000, True),
+    "finnhub_per_minute": (True, 1, 1_000_000, True),
+    "cmc_per_minute": (True, 1, 1_000_000, True),
     "coingecko_demo_per_minute": (True, 1, 1_000_000, True),
     "coingecko_pro_per_minute": (True, 1, 1_000_000, True),
     "coingecko_demo_monthly": (True, 1, 1_000_000_000, True),
@@ -278,6 +289,10 @@ class Gate:
                 return self._coingecko(prefix, path, query, headers, ip, now)
             if provider == "binance":
                 return self._binance(path, query, ip, now)
+            if provider == "finnhub":
+                return self._finnhub(query, headers, now)
+            if provider == "coinmarketcap":
+                return self._cmc(headers, now)
             return Admission()
 
     def cached(self, admission: Admission, produce: Callable[[], Answer]) -> tuple[Answer, bool]:
@@ -376,6 +391,34 @@ class Gate:
         self._bans[ip] += 1
         self._banned_until[ip] = now + length
         return Admission(_banned(now + length, now), "binance_418", headers)
+
+    # --- Finnhub -------------------------------------------------------------
+    def _finnhub(self, query: dict[str, list[str]], headers: Headers, now: float) -> Admission:
+        # Any token of 8+ letters and digits is a key here, except one that says it is invalid.
+        token = (headers.get(FINNHUB_KEY_HEADER) or (query.get("token") or [""])[-1] or "").strip()
+        if not token:
+            return Admission(Answer(429, {"error": FINNHUB_SIGN_UP}), "finnhub_429_no_key")
+        if len(token) < 8 or not token.isalnum() or "invalid" in token.lower():
+            return Admission(Answer(401, {"error": FINNHUB_KEY_INVALID}), "finnhub_401")
+        limit = self._limits.finnhub_per_minute
+        if limit is not None and self._count("finnhub", token, now, 0) + 1 > limit:
+            return Admission(Answer(429, {"error": FINNHUB_RATE_LIMIT}), "finnhub_429")
+        self._count("finnhub", token, now, 1)
+        return Admission()
+
+    # --- CoinMarketCap ----------------------------------------------------------
+    def _cmc(self, headers: Headers, now: float) -> Admission:
+        # Any key of 8+ characters is one here, except one that says it is invalid.
+        key = (headers.get(CMC_KEY_HEADER) or "").strip()
+        if not key:
+            return Admission(cmc_error(1002), "cmc_401_1002")
+        if len(key) < 8 or "invalid" in key.lower():
+            return Admission(cmc_error(1001), "cmc_401_1001")
+        limit = self._limits.cmc_per_minute
+        if limit is not None and self._count("cmc", key, now, 0) + 1 > limit:
+            return Admission(cmc_error(1008), "cmc_429_1008")
+        self._count("cmc", key, now, 1)
+        return Admission()
 
     # --- windows -------------------------------------------------------------
     def _window(self, now: float) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BINANCE_QUOTE", "COINS", "Coin", "Market", "Quote", "UnknownSymbol", "fear_greed_label"]
+__all__ = ["BINANCE_QUOTE", "COINS", "ETFS", "Coin", "Market", "Quote", "UnknownSymbol", "fear_greed_label"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,13 @@ COINS: dict[str, Coin] = {
     "USDT": Coin("tether", 1.0, 185_000_000_000.0, on_binance=False, volatility=0.00002),
 }
 BINANCE_QUOTE = "USDT"
+#: The US index ETFs Finnhub quotes here (the original's three), priced roughly late 2025;
+#: steadier than coins. Finnhub answers zeros for any other symbol.
+ETFS: dict[str, Coin] = {
+    "DIA": Coin("", 440.0, 0.0, on_binance=False, volatility=0.0004),
+    "SPY": Coin("", 600.0, 0.0, on_binance=False, volatility=0.0004),
+    "QQQM": Coin("", 215.0, 0.0, on_binance=False, volatility=0.0005),
+}
 # The listed coins make up about this share of the whole market.
 LISTED_SHARE = 0.9
 TYPICAL_VOLATILITY = 0.0015
@@ -130,7 +137,7 @@ class Market:
     def quote(self, symbol: str) -> Quote:
         """The quote of a listed symbol; :class:`UnknownSymbol` for any other."""
         symbol = symbol.upper()
-        coin = COINS.get(symbol)
+        coin = COINS.get(symbol) or ETFS.get(symbol)
         if coin is None:
             raise UnknownSymbol(symbol)
         with self._lock:
@@ -224,6 +231,59 @@ class Market:
             "lastId": 1_000_000 + int(volume) % 1_000_000,
             "count": int(volume) % 1_000_000 + 1,
         }
+
+    def binance_daily_klines(self, pair: str, limit: int) -> list[list[Any]]:
+        """``limit`` daily candles of a listed pair, oldest first, the last one today's (still open).
+
+        The past days are a walk of their own, the same for the same seed and
+        day, that ends at today's open; today's candle closes at the price now.
+        """
+        base = self.binance_pairs().get(pair)
+        if base is None:
+            raise UnknownSymbol(pair)
+        q = self.quote(base)
+        now_ms = int(time.time() * 1000)
+        day_ms = 86_400_000
+        today = now_ms - now_ms % day_ms
+        rng = random.Random(f"{self.seed}:{pair}:{today}")
+        closes = [q.open_24h]
+        for _ in range(limit - 1):
+            closes.append(closes[-1] / math.exp(rng.gauss(0.0, 0.03)))
+        closes.reverse()  # day i opens at closes[i] and closes at the next day's open; today opened last
+        rows = []
+        for i in range(limit):
+            start = today - (limit - 1 - i) * day_ms
+            close = closes[i + 1] if i + 1 < limit else q.price
+            open_ = closes[i]
+            rows.append([start, _dec(open_), _dec(max(open_, close) * 1.01), _dec(min(open_, close) * 0.99),
+                         _dec(close), _dec(1000.0), start + day_ms - 1, _dec(1000.0 * close), 5000,
+                         _dec(500.0), _dec(500.0 * close), "0"])
+        return rows
+
+    def cmc_global_metrics(self) -> dict[str, Any]:
+        """CoinMarketCap's global metrics: the same market as CoinGecko's ``/global``, in its shape."""
+        cg = self.coingecko_global()["data"]
+        shares = cg["market_cap_percentage"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        return {"status": {"timestamp": stamp, "error_code": 0, "error_message": None, "elapsed": 7,
+                           "credit_count": 1, "notice": None},
+                "data": {"btc_dominance": shares.get("btc", 0.0), "eth_dominance": shares.get("eth", 0.0),
+                         "active_cryptocurrencies": len(COINS),
+                         "quote": {"USD": {"total_market_cap": cg["total_market_cap"]["usd"],
+                                           "total_volume_24h": cg["total_volume"]["usd"],
+                                           "total_market_cap_yesterday_percentage_change":
+                                               cg["market_cap_change_percentage_24h_usd"],
+                                           "last_updated": stamp}}}}
+
+    def finnhub_quote(self, symbol: str) -> dict[str, Any]:
+        """Finnhub's ``/quote`` of an index ETF; zeros for a symbol it does not know, as Finnhub answers."""
+        if symbol not in ETFS:
+            return {"c": 0, "d": None, "dp": None, "h": 0, "l": 0, "o": 0, "pc": 0, "t": 0}
+        q = self.quote(symbol)
+        last, prev = round(q.price, 2), round(q.open_24h, 2)
+        return {"c": last, "d": round(last - prev, 4), "dp": round((last / prev - 1) * 100, 4),
+                "h": round(max(last, prev) * 1.004, 2), "l": round(min(last, prev) * 0.996, 2),
+                "o": prev, "pc": prev, "t": int(time.time())}
 
     def fear_greed(self, limit: int) -> dict[str, Any]:
         # Sentiment follows Bitcoin's day: a 5 % rise reads as greed.

@@ -3,7 +3,8 @@
 Paths and parameters follow the public APIs under a per-host prefix (see
 :data:`PREFIXES`): ``/coingecko/api/v3/simple/price``, ``/coingecko/api/v3/global``
 (the same under ``/coingecko-pro``), ``/binance/api/v3/ticker/24hr``,
-``/binance/api/v3/exchangeInfo`` and ``/feargreed/fng/``. Error bodies are
+``/binance/api/v3/exchangeInfo``, ``/binance/api/v3/klines`` (daily candles),
+``/feargreed/fng/`` and ``/finnhub/api/v1/quote``. Error bodies are
 the ones the real APIs send for the same status, so a client's handling of
 them can be tested here.
 """
@@ -46,6 +47,8 @@ PREFIXES: dict[str, str] = {
     "coingecko-pro": "coingecko",
     "binance": "binance",
     "feargreed": "feargreed",
+    "finnhub": "finnhub",
+    "coinmarketcap": "coinmarketcap",
 }
 #: The real host each prefix stands in for (named in error texts).
 HOSTS: dict[str, str] = {
@@ -53,7 +56,18 @@ HOSTS: dict[str, str] = {
     "coingecko-pro": "pro-api.coingecko.com",
     "binance": "api.binance.com",
     "feargreed": "api.alternative.me",
+    "finnhub": "finnhub.io",
+    "coinmarketcap": "pro-api.coinmarketcap.com",
 }
+#: CoinMarketCap's error codes and texts (its API documentation's error table).
+CMC_ERRORS = {1001: (401, "This API Key is invalid."), 1002: (401, "API key missing."),
+              1008: (429, "You've exceeded your API Key's HTTP request rate limit. Rate limits reset every "
+                          "minute."),
+              1006: (403, "Your API Key subscription plan doesn't support this endpoint.")}
+#: Finnhub's answers to a missing token, a bad one, and too many calls (as its users report them).
+FINNHUB_SIGN_UP = "API limit reached. Please sign up for a free account to continue using the API."
+FINNHUB_KEY_INVALID = "Invalid API key"
+FINNHUB_RATE_LIMIT = "API limit reached. Please try again later. Remaining Limit: 0"
 #: CoinGecko's key query parameters (its headers are x-cg-demo-api-key / x-cg-pro-api-key).
 COINGECKO_KEY_PARAMS = ("x_cg_pro_api_key", "x_cg_demo_api_key")
 #: The CoinGecko paths its CDN caches.
@@ -97,6 +111,15 @@ def route(market: Market, prefix: str, path: str, query: dict[str, list[str]], *
         return _binance_ticker(market, arg("symbols"), arg("symbol"))
     if provider == "binance" and path == "/api/v3/exchangeInfo":
         return _binance_exchange_info(market, arg("symbols"), arg("symbol"), weight_limit)
+    if provider == "binance" and path == "/api/v3/klines":
+        return _binance_klines(market, arg("symbol"), arg("interval"), arg("limit"))
+    if provider == "finnhub" and path == "/api/v1/quote":
+        symbol = (arg("symbol") or "").strip().upper()
+        if not symbol:
+            return Answer(422, {"error": "Wrong symbol"}, "quote")
+        return Answer(200, market.finnhub_quote(symbol), "quote")
+    if provider == "coinmarketcap" and path == "/v1/global-metrics/quotes/latest":
+        return Answer(200, market.cmc_global_metrics(), "cmc_global")
     if provider == "feargreed" and path in ("/fng", "/fng/"):
         raw = arg("limit", "1") or "1"
         limit = int(raw) if raw.isdigit() else 1
@@ -108,6 +131,8 @@ def binance_weight(path: str, query: dict[str, list[str]]) -> int:
     """The request weight Binance charges for ``GET /api/v3{path}`` (documented values)."""
     if path == "/api/v3/exchangeInfo":
         return 20
+    if path == "/api/v3/klines":
+        return 2
     if path != "/api/v3/ticker/24hr":
         return 1
     if query.get("symbols"):
@@ -140,6 +165,30 @@ def _requested_pairs(symbols: str | None, symbol: str | None) -> list[str] | Ans
                                 "legal range is '^[A-Z0-9-_.]{1,20}$'."})
         return [symbol]
     return None
+
+
+def _binance_klines(market: Market, symbol: str | None, interval: str | None, limit: str | None) -> Answer:
+    # The real API's answers to a missing or bad parameter (codes -1102, -1120, -1100).
+    if not symbol:
+        return Answer(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent, was "
+                                                  "empty/null, or malformed."})
+    if not interval:
+        return Answer(400, {"code": -1102, "msg": "Mandatory parameter 'interval' was not sent, was "
+                                                  "empty/null, or malformed."})
+    if interval != "1d":
+        # The simulator draws daily candles only; the real API knows 1s..1M.
+        return Answer(400, {"code": -1120, "msg": "Invalid interval."})
+    count = 500 if limit is None else int(limit) if limit.isdigit() else -1
+    if not 1 <= count <= 1000:
+        return Answer(400, {"code": -1100, "msg": "Illegal characters found in parameter 'limit'; legal "
+                                                  "range is '1-1000'."})
+    if not _BINANCE_SYMBOL.fullmatch(symbol):
+        return Answer(400, {"code": -1100, "msg": "Illegal characters found in parameter 'symbol'; "
+                                                  "legal range is '^[A-Z0-9-_.]{1,20}$'."})
+    try:
+        return Answer(200, market.binance_daily_klines(symbol, count), "klines")
+    except UnknownSymbol:
+        return _invalid_symbol()
 
 
 def _invalid_symbol() -> Answer:
@@ -252,6 +301,13 @@ def coingecko_error(status: int, code: int, message: str, retry_after: int | Non
     return Answer(status, {"status": {"error_code": code, "error_message": message}}, headers=headers)
 
 
+def cmc_error(code: int, headers: dict[str, str] | None = None) -> Answer:
+    """CoinMarketCap's error answer for one of :data:`CMC_ERRORS`."""
+    status, text = CMC_ERRORS[code]
+    return Answer(status, {"status": {"error_code": code, "error_message": text, "credit_count": 0}},
+                  headers=headers or {})
+
+
 def error_answer(prefix: str, status: int, message: str | None = None, *, retry_after: int | None = None,
                  now: float | None = None, banned_until: float | None = None,
                  weight_limit: int = BINANCE_DEFAULT_WEIGHT_LIMIT) -> Answer:
@@ -292,6 +348,14 @@ def error_answer(prefix: str, status: int, message: str | None = None, *, retry_
         if status == 401:
             return coingecko_error(401, 10002, COINGECKO_KEY_INVALID, retry_after)
         return coingecko_error(status, status, text, retry_after)
+    if provider == "coinmarketcap":
+        code = {401: 1001, 429: 1008, 403: 1006}.get(status)
+        return cmc_error(code, headers) if code else Answer(
+            status, {"status": {"error_code": status, "error_message": message or text, "credit_count": 0}},
+            headers=headers)
+    if provider == "finnhub":
+        body = {429: FINNHUB_RATE_LIMIT, 401: FINNHUB_KEY_INVALID}.get(status, message or text)
+        return Answer(status, {"error": body}, headers=headers)
     return Answer(status, {"metadata": {"error": text}, "data": []}, headers=headers)
 
 
@@ -309,6 +373,9 @@ _WRONG_SHAPE = {
     "global": {"data": ["unexpected"]},
     "ticker": {"code": 0, "msg": "unexpected object"},
     "exchange_info": {"symbols": {"BTCUSDT": "TRADING"}},
+    "klines": {"candles": [[0, "1", "1", "1", "1"]]},
+    "quote": [{"symbol": "SPY", "price": "unknown"}],
+    "cmc_global": {"status": {"error_code": 0}, "data": [{"quote": "USD"}]},
     "fng": {"name": "Fear and Greed Index", "data": {"value": "50"}, "metadata": {"error": None}},
 }
 _NOT_JSON = (b"<html><head><title>502 Bad Gateway</title></head>"
@@ -336,6 +403,14 @@ def _poison(kind: str, payload: Any, mode: str) -> Any:
             item["lastPrice"] = bad_text(float(item["lastPrice"]))
     elif kind == "exchange_info":
         payload["rateLimits"][0]["limit"] = bad(payload["rateLimits"][0]["limit"])
+    elif kind == "cmc_global":
+        usd = payload["data"]["quote"]["USD"]
+        usd["total_market_cap"] = bad(usd["total_market_cap"])
+    elif kind == "quote":
+        payload["c"] = bad(payload["c"]) if payload.get("c") else payload.get("c")
+    elif kind == "klines":
+        row = payload[-1]
+        row[4] = bad_text(float(row[4]))
     elif kind == "fng":
         entry = payload["data"][0]
         # 0 is a legal reading of the index ("Extreme Fear"), so zero stays legal here.

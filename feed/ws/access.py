@@ -32,8 +32,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from feed.config.settings import Settings
 
-__all__ = ["Verdict", "check_access", "check_handshake", "client_address", "operator_allowed",
-           "trusted_proxy"]
+__all__ = ["RefusedOrigins", "Verdict", "check_access", "check_handshake", "client_address",
+           "operator_allowed", "trusted_proxy"]
 
 WS_VERSION = "13"
 
@@ -118,6 +118,27 @@ def check_access(environ: Mapping[str, str], settings: Settings) -> Verdict:
         return Verdict(False, 401, "token", "a valid token is required (?token=... or "
                                             "Authorization: Bearer ...)")
     return OK
+
+
+class RefusedOrigins:
+    """The origins this worker has refused, so each is logged once, with the setting that admits it.
+
+    A page of the original service is served from another site; until
+    ``ALLOWED_ORIGINS`` names that site every one of its upgrades is a 403,
+    which an operator must hear about once, not on every reconnect. Origins
+    are chosen by clients: only the first ``limit`` distinct ones are kept.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def first(self, origin: str) -> bool:
+        """True the first time ``origin`` is refused (and while fewer than ``limit`` were)."""
+        if origin in self._seen or len(self._seen) >= self.limit:
+            return False
+        self._seen.add(origin)
+        return True
 
 
 def operator_allowed(environ: Mapping[str, str], settings: Settings) -> bool:

@@ -14,6 +14,10 @@ Client -> server::
     {"op": "snapshot"}            -> the current snapshot (as on connect), or error no_snapshot
     {"op": "status"}              -> status
 
+The original service's pages' messages (``ping``, ``{"type": "ping"}``,
+``{"type": "request_market_data"}``) are answered as ping and snapshot
+(feed/ws/codecs/page_messages.py).
+
 ``id`` is optional (a string or number up to 64 characters) and is echoed,
 so a client can match replies.
 """
@@ -26,6 +30,7 @@ from typing import Any
 from feed.envelope import Envelope
 from feed.times import iso_utc
 from feed.ws.codecs.base import View
+from feed.ws.codecs.page_messages import original_command
 from feed.ws.frames import text_frame
 from feed.ws.protocol import OPS, Command, CommandError
 
@@ -57,6 +62,9 @@ class MarketfeedCodec:
                        "fetched_at": iso_utc(env.fetched_at), "age_s": round(age, 1)})
 
     def parse(self, text: str) -> Command:
+        cmd = original_command(text)
+        if cmd is not None:
+            return cmd
         try:
             obj = json.loads(text)
         except ValueError:

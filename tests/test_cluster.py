@@ -173,7 +173,9 @@ def test_graceful_release_hands_over_in_under_a_second(cluster, redis_proc, rcli
 def test_paused_leader_cannot_write_after_it_wakes(cluster, redis_proc, rclient) -> None:
     recorder = Recorder(redis_proc.url)
     # Each fetch takes 1 s, so the pause lands between the lease check and the write.
-    nodes = node_ids(cluster(3, fetch_delay=1.0, FETCH_INTERVAL_SECONDS=0.2))
+    # The original's Redis contract too: it is written by the same fenced script.
+    nodes = node_ids(cluster(3, fetch_delay=1.0, FETCH_INTERVAL_SECONDS=0.2, ORIGINAL_COMPAT="on",
+                             ORIGINAL_CACHE_TTL_SECONDS=30))
     old = wait_leader(rclient)
     p = nodes[old]
     mark = len(p.lines)
@@ -197,6 +199,12 @@ def test_paused_leader_cannot_write_after_it_wakes(cluster, redis_proc, rclient)
     old_epochs = {e["epoch"] for e in recorder.items if e["leader"] == old}
     new_epochs = {e["epoch"] for e in recorder.items if e["leader"] == new}
     assert new_epochs and (not old_epochs or max(old_epochs) < min(new_epochs))
+    # As the original's main service reads them: the ex-leader's late write reached neither key.
+    # It would be an older fetch after newer ones; every entry is newer than the one before.
+    entries = [json.loads(f[b"data"]) for _, f in rclient.xrange("market_data_stream")]
+    fetched = [e["last_updated"] for e in entries]
+    assert len(entries) >= 3 and fetched == sorted(set(fetched))
+    assert json.loads(rclient.get("latest_market_data"))["last_updated"] >= fetched[-1]
 
 
 def test_redis_restarted_empty_leader_again_and_epoch_keeps_rising(cluster, redis_proc, rclient) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feed.config.settings import Settings
+from feed.config.settings import Settings, resolve_upstream, secret_values
 from feed.errors import ConfigError
 from feed.keys import Keys
 from feed.redisconn.url import redact_url
@@ -162,3 +162,33 @@ def test_every_variable_the_code_reads_is_declared() -> None:
     wsgi = {n for n in read if n.startswith("HTTP_")} | {"REMOTE_ADDR", "QUERY_STRING", "PATH_INFO",
                                                           "REQUEST_METHOD"}
     assert read - wsgi <= Settings.env_names(), sorted(read - wsgi - Settings.env_names())
+
+
+def test_the_original_s_other_variables_are_honoured_or_named() -> None:
+    s = Settings.from_env({"HOST": "::", "RAILWAY_INSTANCE_ID": "inst-7", "TAAPI_SECRET": "taapi-secret-1"})
+    assert (s.host, s.port) == ("::", 8081)
+    # RAILWAY_REPLICA_ID first, else RAILWAY_INSTANCE_ID, as the original named its nodes.
+    assert s.replica_label == "inst-7"
+    assert Settings.from_env({"RAILWAY_INSTANCE_ID": "i", "RAILWAY_REPLICA_ID": "r"}).replica_label == "r"
+    # TAAPI's secret is no longer needed: named, with what replaces it, and masked as a secret.
+    assert [name for name, _ in s.unused()] == ["TAAPI_SECRET"]
+    assert "Binance" in s.unused()[0][1]
+    assert "taapi-secret-1" in secret_values({"TAAPI_SECRET": "taapi-secret-1"})
+    assert Settings().unused() == []
+    for key in ("FINNHUB_API_KEY", "CMC_API_KEY"):
+        assert "k-123456789" in secret_values({key: "k-123456789"})
+
+
+@pytest.mark.parametrize(("upstream", "redis_url", "sim_url", "mode"), [
+    ("", None, None, "sim"),  # nothing configured: the embedded demo
+    ("auto", "redis://r:6379/0", None, "live"),  # a deployment: real data
+    ("auto", "redis://r:6379/0", "http://127.0.0.1:8090", "sim"),  # a simulator asked for
+    ("sim", "redis://r:6379/0", None, "sim"),
+    ("live", None, None, "live"),
+])
+def test_upstream_auto_is_real_data_wherever_deployed(upstream, redis_url, sim_url, mode) -> None:
+    got, why = resolve_upstream(upstream, redis_url, sim_url)
+    assert got == mode and why.startswith("UPSTREAM=")
+    s = Settings.from_env({k: v for k, v in (("UPSTREAM", upstream), ("REDIS_URL", redis_url),
+                                             ("SIM_URL", sim_url)) if v})
+    assert s.upstream_mode == mode and s.simulated is (mode == "sim")

@@ -80,7 +80,7 @@ class Envelope:
         """Parse and check an envelope; raises :class:`EnvelopeError`."""
         try:
             obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise EnvelopeError(f"not JSON: {exc}") from None
         if not isinstance(obj, dict) or obj.get("type") != "snapshot":
             raise EnvelopeError("not a snapshot envelope")

@@ -78,6 +78,9 @@ def test_commands_parse(text: str, command: Command) -> None:
     ('{"op": "ping", "extra": 1}', "invalid_command"),
     ('{"op": "ping", "id": true}', "invalid_command"),
     ('{"op": "ping", "id": "' + "x" * 65 + '"}', "invalid_command"),
+    # Nested past the parser's recursion limit, inside WS_MAX_MESSAGE_BYTES: an error, not a crash.
+    ("[" * 4000, "invalid_json"),
+    ('{"type": ' + "[" * 4000, "invalid_json"),
 ])
 def test_bad_messages_are_refused_with_a_code(text: str, code: str) -> None:
     with pytest.raises(CommandError) as info:

@@ -113,7 +113,8 @@ def test_the_original_pages_messages_are_commands_in_both(codec, text: str, comm
     assert codec.parse(text) == command
 
 
-@pytest.mark.parametrize("text", ["pong", '{"type":"subscribe"}', "[]", '{"type": 5}'])
+@pytest.mark.parametrize("text", ["pong", '{"type":"subscribe"}', "[]", '{"type": 5}',
+                                  '{"type": ' + "[" * 4000])
 def test_anything_else_is_still_refused_with_a_code(text: str) -> None:
     with pytest.raises(CommandError) as info:
         ORIGINAL.parse(text)

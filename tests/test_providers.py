@@ -434,3 +434,12 @@ def test_a_monthly_quota_stretches_the_cadence_then_stops_the_calls(sim: Simulat
         assert fetcher.blocked_for("coingecko") > 0 and data["prices"]["BTC"]["usd"] > 0
     finally:
         fetcher.close()
+
+
+@pytest.mark.parametrize("name", ["coingecko", "binance", "feargreed", "finnhub", "coinmarketcap"])
+def test_error_bodies_nested_past_the_parser_s_limit_are_text_not_a_crash(name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"feed.providers.{name}")
+    code, text = module.explain(400, b"[" * 5000, "application/json")
+    assert code is None and text.startswith("[")

@@ -89,7 +89,7 @@ def _symbols(value: tuple[str, ...]) -> str | None:
 
 def _api_key(value: str) -> str | None:
     if not value or any(c.isspace() for c in value) or len(value) > 200:
-        return "must be the key as CoinGecko gives it: one word, no spaces"
+        return "must be the key as the provider gives it: one word, no spaces"
     return None
 
 

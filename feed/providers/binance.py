@@ -60,7 +60,7 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     """Binance's ``{"code", "msg"}`` error answer."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None, body[:160].decode("utf-8", "replace").strip()
     if isinstance(obj, dict):
         code = obj.get("code")

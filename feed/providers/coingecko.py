@@ -82,7 +82,7 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
             else (None, "an HTML page (a CDN or proxy in the way)")
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None, body[:160].decode("utf-8", "replace").strip()
     if not isinstance(obj, dict):
         return None, ""

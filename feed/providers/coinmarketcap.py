@@ -41,7 +41,7 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     """CoinMarketCap's ``{"status": {"error_code", "error_message"}}`` answer."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None, body[:160].decode("utf-8", "replace").strip()
     status_obj = obj.get("status") if isinstance(obj, dict) else None
     if isinstance(status_obj, dict):

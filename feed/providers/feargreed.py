@@ -27,7 +27,7 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     """Its answers name errors in ``metadata.error``."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None, body[:160].decode("utf-8", "replace").strip()
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     return None, str(meta.get("error") or "")[:240] if isinstance(meta, dict) else ""

@@ -47,7 +47,7 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     """Finnhub's ``{"error": text}`` answer (or a plain text one)."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None, body[:160].decode("utf-8", "replace").strip()
     if isinstance(obj, dict) and obj.get("error"):
         return None, str(obj["error"])[:240]

@@ -67,7 +67,7 @@ class MarketfeedCodec:
             return cmd
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             raise CommandError("invalid_json",
                                "messages must be JSON objects like {\"op\": \"ping\"}") from None
         if not isinstance(obj, dict):

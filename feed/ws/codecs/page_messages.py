@@ -27,7 +27,7 @@ def original_command(text: str) -> Command | None:
         return None
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None
     if isinstance(obj, dict) and "op" not in obj and isinstance(obj.get("type"), str):
         op = _TYPES.get(obj["type"])

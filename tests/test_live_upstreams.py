@@ -204,6 +204,11 @@ def test_a_key_on_the_wrong_host_is_named_and_backed_off(stack, redis_proc, sim)
     c.wait_snapshots(6, 20)
     blocked = inst.proc.wait_for("upstream_blocked", 5, where=lambda e: e.get("provider") == "coingecko")
     assert blocked["code"] == 10011 and "COINGECKO_API_PLAN=demo" in blocked["fix"]
+    # Answered 400 (as CoinGecko does), read as a refused key: one line for both endpoints.
+    assert blocked["status"] == 400 and blocked["outcome"] == "unauthorized"
+    assert len([e for e in inst.proc.events("upstream_blocked") if e.get("provider") == "coingecko"]) == 1
+    view = inst.get("/status").json()["cluster"]["upstream"]["coingecko"]
+    assert view["blocked"]["outcome"] == "unauthorized" and view["blocked"]["status"] == 400
     src = c.snapshots()[-1]["data"]["sources"]["coingecko"]
     assert src["error"] == "unauthorized" and "10011" in src["detail"] and src["blocked_for_s"] > 3000
     # Prices still come, from Binance; CoinGecko was asked once per endpoint, not every second.

@@ -262,8 +262,9 @@ def test_coingecko_keys_hosts_and_their_401s(clock: Clock) -> None:
             r = get(sim, path, headers=headers, **q, **extra)
             return r.status_code, r.json()
 
-        def error(status: int, code: int, text: str) -> tuple[int, Any]:
-            return status, {"status": {"error_code": code, "error_message": text}}
+        def error(status: int, code: int, text: str, top_level: bool = False) -> tuple[int, Any]:
+            return status, {"status": {"error_code": code, "error_message": text},
+                            **({"error_code": code} if top_level else {})}
 
         # A Demo key on api.coingecko.com, as a header or a query parameter; its own budget.
         assert cg(PRICE, demo)[0] == 200
@@ -273,23 +274,24 @@ def test_coingecko_keys_hosts_and_their_401s(clock: Clock) -> None:
         assert cg(PRICE)[0] == 200  # the keyless budget is another one
         assert cg(PRICE)[0] == 429
         # A Pro key belongs on pro-api.coingecko.com.
-        assert cg(PRICE, pro) == error(401, 10010, "If you are using Pro API key, please change your root "
-                                       "URL from api.coingecko.com to pro-api.coingecko.com")
+        # A 400, the code also at the top level, as CoinGecko answers it.
+        assert cg(PRICE, pro) == error(400, 10010, "If you are using Pro API key, please change your root "
+                                       "URL from api.coingecko.com to pro-api.coingecko.com", True)
         assert cg(PRO_PRICE, pro)[0] == 200
         assert cg(PRO_PRICE, x_cg_pro_api_key="CG-pro")[0] == 200
         assert cg(PRO_PRICE, pro)[0] == 429
         assert get(sim, "/coingecko-pro/api/v3/global", headers=pro).status_code == 429
         # A Demo key there is the wrong host; no key, or one it never issued, is 10002.
-        assert cg(PRO_PRICE, demo) == error(401, 10011, "If you are using Demo API key, please change your "
-                                            "root URL from pro-api.coingecko.com to api.coingecko.com")
+        assert cg(PRO_PRICE, demo) == error(400, 10011, "If you are using Demo API key, please change your "
+                                            "root URL from pro-api.coingecko.com to api.coingecko.com", True)
         assert cg(PRO_PRICE) == error(401, 10002, "API Key Missing")
         for path in (PRICE, PRO_PRICE):
             status, body = cg(path, {"x-cg-demo-api-key": "CG-stolen"})
             assert status == 401 and body["status"]["error_code"] == 10002
             assert "incorrect API key" in body["status"]["error_message"]
         assert sim.stats()["limits_applied"] == {
-            "coingecko_429_demo": 1, "coingecko_429_keyless": 1, "coingecko_401_10010": 1,
-            "coingecko_429_pro": 2, "coingecko_401_10011": 1, "coingecko_401_10002": 3}
+            "coingecko_429_demo": 1, "coingecko_429_keyless": 1, "coingecko_400_10010": 1,
+            "coingecko_429_pro": 2, "coingecko_400_10011": 1, "coingecko_401_10002": 3}
         # Keys are replaced at run time; the budget of a key starts with the key.
         r = requests.post(sim.url + "/_sim/keys", json={"demo": ["CG-new"]}, timeout=TIMEOUT)
         assert r.json() == {"ok": True, "keys": {"demo": ["CG-new"], "pro": ["CG-pro"]}}

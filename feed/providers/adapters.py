@@ -131,6 +131,10 @@ class Adapter(ABC):
         """True if this failure is handled here (no back-off, no block)."""
         return False
 
+    def outcome(self, exc: CallFailed) -> str:
+        """What a failure means for this provider: by default its HTTP status's outcome."""
+        return exc.outcome
+
     def weighed(self, call: Call, used: int | None, now: float) -> None:
         """The provider's own count of what we used (a header), after any answer; most send none."""
         return None
@@ -159,6 +163,9 @@ class CoinGeckoAdapter(Adapter):
         "quota": "the month's CoinGecko calls (COINGECKO_MONTHLY_CALLS) are used up",
         "forbidden": "the provider's firewall refused this host (HTTP 403); backing off",
     }
+
+    #: Error codes that mean the key is refused, whatever the HTTP status (the wrong host is a 400).
+    KEY_REFUSED = frozenset({10002, 10010, 10011})
 
     def __init__(self, ctx: Context, url: str, interval: float, *, ids: dict[str, str],
                  unlisted: tuple[str, ...], headers: dict[str, str], monthly_calls: int) -> None:
@@ -210,6 +217,9 @@ class CoinGeckoAdapter(Adapter):
         if self.monthly_calls and self.ctx.budget.calls(self.name)["month"] >= self.monthly_calls:
             return CallFailed("quota", f"{self.monthly_calls} calls this month, all used")
         return None
+
+    def outcome(self, exc: CallFailed) -> str:
+        return "unauthorized" if exc.code in self.KEY_REFUSED else exc.outcome
 
     def answered(self, call: Call, value: Any, now: float) -> Any:
         if call.part == "prices":

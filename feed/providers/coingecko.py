@@ -17,8 +17,10 @@ What CoinGecko does that the service must live with:
   cloud's egress): 429, with no Retry-After promised; a Demo key (header
   ``x-cg-demo-api-key``, on api.coingecko.com) has its own budget, about
   10,000 calls a month; a Pro key goes in ``x-cg-pro-api-key`` to
-  pro-api.coingecko.com. A key on the wrong host is 401 with error code
-  10010 / 10011, a missing or unknown key 10002. Error answers are
+  pro-api.coingecko.com. A key on the wrong host is 400 with error code
+  10010 / 10011, the code at the top level beside ``status`` (its users'
+  captured answers; rotki issue 10292), a missing or unknown key 401 with
+  10002: each a refused key, not a passing error. Error answers are
   ``{"status": {"error_code": N, "error_message": "..."}}`` (or
   ``{"error": "..."}``); its CDN firewall answers 403 with an HTML page
   ("error code: 1020");
@@ -89,11 +91,15 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     error = obj.get("error")
     if isinstance(error, dict):  # {"error": {"status": {...}}}, seen on some 401s
         obj = error
+    top = obj.get("error_code")  # beside status on the wrong-host 400s
+    top = top if isinstance(top, int) and not isinstance(top, bool) else None
     status_obj = obj.get("status")
     if isinstance(status_obj, dict):
         code = status_obj.get("error_code")
-        return (code if isinstance(code, int) and not isinstance(code, bool) else None,
-                str(status_obj.get("error_message", ""))[:240])
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        return top or code, str(status_obj.get("error_message", ""))[:240]
+    if top is not None:
+        return top, str(obj.get("error_message") or obj.get("error") or "")[:240]
     return None, str(error)[:240] if error else ""
 
 

@@ -335,6 +335,11 @@ class Fetcher:
             self._recovered(call.provider, call.part)
             return
         exc = result.error
+        outcome = adapter.outcome(exc)
+        if outcome != exc.outcome:
+            # The provider's own code says more than its HTTP status (a refused key as a 400).
+            exc = CallFailed(outcome, exc.detail, status=exc.status, retryable=False,
+                             retry_after=exc.retry_after, code=exc.code, used_weight=exc.used_weight)
         adapter.weighed(call, exc.used_weight, now)
         st = self.status[call.provider]
         st.ok = False
@@ -362,6 +367,8 @@ class Fetcher:
         outcome = exc.outcome
         first, longest = BLOCKS[outcome]
         previous = self.budget.block(call.provider)
+        if previous is not None and previous.since == now and previous.outcome == outcome:
+            return  # one incident per provider per tick: its other endpoint said the same
         repeats = previous.repeats + 1 if previous is not None and previous.outcome == outcome else 1
         if exc.retry_after is not None and outcome in ("rate_limited", "banned"):
             seconds = min(exc.retry_after, longest)

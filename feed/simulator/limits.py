@@ -339,11 +339,13 @@ class Gate:
             bucket, who, limit = "cg_keyless", ip, limits.coingecko_keyless_per_minute
         elif key in self._pro:
             if not pro_host:
-                return Admission(coingecko_error(401, 10010, COINGECKO_PRO_ON_PUBLIC), "coingecko_401_10010")
+                return Admission(coingecko_error(400, 10010, COINGECKO_PRO_ON_PUBLIC, top_level=True),
+                                 "coingecko_400_10010")
             bucket, who, limit = "cg_pro", key, limits.coingecko_pro_per_minute
         elif key in self._demo:
             if pro_host:
-                return Admission(coingecko_error(401, 10011, COINGECKO_DEMO_ON_PRO), "coingecko_401_10011")
+                return Admission(coingecko_error(400, 10011, COINGECKO_DEMO_ON_PRO, top_level=True),
+                                 "coingecko_400_10011")
             bucket, who, limit = "cg_demo", key, limits.coingecko_demo_per_minute
         else:
             return Admission(coingecko_error(401, 10002, COINGECKO_KEY_INVALID), "coingecko_401_10002")

@@ -295,10 +295,18 @@ Request ID: sim-waf-0000000000000000000000000000000000000000000000000000
 """
 
 
-def coingecko_error(status: int, code: int, message: str, retry_after: int | None = None) -> Answer:
-    """CoinGecko's ``{"status": {"error_code", "error_message"}}`` answer."""
+def coingecko_error(status: int, code: int, message: str, retry_after: int | None = None, *,
+                    top_level: bool = False) -> Answer:
+    """CoinGecko's ``{"status": {"error_code", "error_message"}}`` answer.
+
+    ``top_level``: the code also beside ``status``, as CoinGecko's 400s for
+    a key on the wrong host (10010 / 10011) carry it.
+    """
     headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
-    return Answer(status, {"status": {"error_code": code, "error_message": message}}, headers=headers)
+    body: dict[str, Any] = {"status": {"error_code": code, "error_message": message}}
+    if top_level:
+        body["error_code"] = code
+    return Answer(status, body, headers=headers)
 
 
 def cmc_error(code: int, headers: dict[str, str] | None = None) -> Answer:

@@ -4,6 +4,7 @@ every provider fails."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -455,3 +456,27 @@ def test_the_schedule_is_the_budget_s_and_a_publish_does_not_move_it(
     finally:
         first.close()
         second.close()
+
+
+def test_an_error_page_reaches_the_log_not_the_clients(sim: SimulatedExchange, make, caplog) -> None:
+    # Binance's CDN answers 403 with an HTML page; CoinGecko a 503 with its own words.
+    caplog.set_level(logging.WARNING)
+    sim.inject(provider="binance", status=403)
+    sim.inject(provider="coingecko", status=503)
+    fetcher, _ = make(sim)
+    try:
+        fetcher()
+    except FetchFailed as exc:
+        data = exc.data
+    else:
+        data = None
+    assert data is None or all("<" not in (s.get("detail") or "") for s in data["sources"].values())
+    sim.clear_faults(provider="coingecko")
+    data = fetcher()
+    binance = data["sources"]["binance"]
+    assert binance["detail"] == "the provider's firewall refused the call (HTTP 403)"
+    # The page itself is in the operator's log, trimmed.
+    logged = [getattr(r, "fields", {}) for r in caplog.records]
+    pages = [f["detail"] for f in logged
+             if f.get("event") == "upstream_call_failed" and f.get("provider") == "binance"]
+    assert pages and all(len(p) <= 300 for p in pages) and any("HTTP 403" in p for p in pages)

@@ -38,7 +38,15 @@ from feed.observer import Observer, notify
 from feed.providers.adapters import ADAPTERS, Adapter, Context, month_end
 from feed.providers.budget import Block, Budget, BudgetStore, MemoryBudgetStore
 from feed.providers.sections import SectionStore
-from feed.providers.snapshot import BASE_PARTS, PARTS, CallResult, Freshness, ProviderStatus, has_data
+from feed.providers.snapshot import (
+    BASE_PARTS,
+    PARTS,
+    CallResult,
+    Freshness,
+    ProviderStatus,
+    describe,
+    has_data,
+)
 from feed.providers.transport import Call, CallFailed, HttpClient, Reply
 from feed.redisconn.url import redact_url
 
@@ -343,7 +351,8 @@ class Fetcher:
         adapter.weighed(call, exc.used_weight, now)
         st = self.status[call.provider]
         st.ok = False
-        st.error, st.detail, st.retry_after_s = exc.outcome, exc.detail, exc.retry_after
+        st.error, st.retry_after_s = exc.outcome, exc.retry_after
+        st.detail = describe(exc.outcome, exc.status, exc.code)
         if call.part not in st.failed:
             st.failed = (*st.failed, call.part)
         if adapter.failed(call, exc, now):
@@ -376,7 +385,9 @@ class Fetcher:
             seconds = month_end(now) - now
         else:
             seconds = min(first * 2 ** (repeats - 1), longest)
-        block = Block(until=now + seconds, status=exc.status, outcome=outcome, detail=exc.detail,
+        # The block (shown on /status) carries the fixed words; the body is in the log line below.
+        block = Block(until=now + seconds, status=exc.status, outcome=outcome,
+                      detail=describe(outcome, exc.status, exc.code),
                       base=self._base(call.provider), since=now, repeats=repeats)
         self.budget.set_block(call.provider, block)
         fix = self.adapters[call.provider].fix(exc, outcome)

@@ -8,7 +8,8 @@ Shape (clients and the dashboard depend on it; see docs/PROVIDERS.md)::
      "market": {"total_market_cap_usd": ..., "total_volume_usd": ..., "btc_dominance": ...,
                 "market_cap_change_24h": ..., "source": "coingecko", "fetched_at": "..."} | null,
      "sentiment": {"value": 54, "label": "Neutral", "source": "feargreed", "fetched_at": "..."} | null,
-     "sources": {"binance": {"ok": false, "error": "restricted", "detail": "HTTP 451 0: ...",
+     "sources": {"binance": {"ok": false, "error": "restricted",
+                             "detail": "the provider refuses this region (HTTP 451, code 0)",
                              "blocked_for_s": 3540.0, "failed": ["prices"],
                              "sections": {"prices": {"fetched_at": "...", "age_s": 65.0,
                                                      "stale": true}},
@@ -33,8 +34,8 @@ from typing import Any
 from feed.providers.transport import Call, CallFailed
 from feed.times import iso_utc
 
-__all__ = ["BASE_PARTS", "PARTS", "PRICE_PREFERENCE", "SIMULATED", "CallResult", "Freshness", "Kept",
-           "ProviderStatus", "assemble", "has_data", "provider_of"]
+__all__ = ["BASE_PARTS", "DESCRIPTIONS", "PARTS", "PRICE_PREFERENCE", "SIMULATED", "CallResult", "Freshness",
+           "Kept", "ProviderStatus", "assemble", "describe", "has_data", "provider_of"]
 
 # One price per symbol from one place: Binance's last trade is the fresher
 # number, CoinGecko's aggregate fills in what Binance lacks.
@@ -45,6 +46,33 @@ BASE_PARTS = ("market", "sentiment")
 #: What a simulated section's ``source`` starts with (``simulated:binance``):
 #: a client that reads one price alone can still tell it is not real.
 SIMULATED = "simulated:"
+
+
+#: What clients are told of a failed call, per outcome: fixed words, never the
+#: provider's own body (an HTML page, an echo of what we sent), which goes to
+#: the log only (feed/providers/transport.py, trimmed and masked).
+DESCRIPTIONS = {
+    "http_error": "the provider answered with an error",
+    "timeout": "the provider did not answer in time",
+    "connection_error": "the provider could not be reached",
+    "invalid": "the provider's answer was not valid data",
+    "too_large": "the provider's answer was too large",
+    "rate_limited": "the provider's rate limit was reached; waiting as it asks",
+    "banned": "the provider banned this address for a while",
+    "restricted": "the provider refuses this region",
+    "forbidden": "the provider's firewall refused the call",
+    "unauthorized": "the provider refused the API key",
+    "quota": "this month's calls to the provider are used up",
+    "skipped": "not called while the provider is blocked",
+}
+
+
+def describe(outcome: str, status: int | None = None, code: int | None = None) -> str:
+    """The client-facing words for a failure: a fixed text, the HTTP status and the provider's code."""
+    text = DESCRIPTIONS.get(outcome, "the call failed")
+    if status is not None:
+        text += f" (HTTP {status}" + (f", code {code}" if code is not None else "") + ")"
+    return text
 
 
 def provider_of(source: object) -> str | None:
@@ -83,7 +111,7 @@ class ProviderStatus:
 
     ok: bool = True
     error: str | None = None  # the outcome of the last failure
-    detail: str | None = None  # the provider's own words
+    detail: str | None = None  # what clients are told (:func:`describe`), never the provider's body
     retry_after_s: float | None = None
     blocked_for_s: float | None = None
     failed: tuple[str, ...] = ()

@@ -480,3 +480,34 @@ def test_an_error_page_reaches_the_log_not_the_clients(sim: SimulatedExchange, m
     pages = [f["detail"] for f in logged
              if f.get("event") == "upstream_call_failed" and f.get("provider") == "binance"]
     assert pages and all(len(p) <= 300 for p in pages) and any("HTTP 403" in p for p in pages)
+
+
+def test_an_error_answered_with_200_is_invalid_not_empty(sim: SimulatedExchange, make) -> None:
+    # CoinGecko sometimes answers its error object with HTTP 200: no success, no "unknown" coins.
+    sim.inject(provider="coingecko", malformed="error_200")
+    fetcher, _ = make(sim, providers=("coingecko", "binance"))
+    data = fetcher()
+    cg = data["sources"]["coingecko"]
+    assert cg["ok"] is False and cg["error"] == "invalid" and "unknown" not in cg
+    assert sorted(cg["failed"]) == ["market", "prices"]
+    assert {q["source"] for q in data["prices"].values()} == {"simulated:binance"}
+
+
+@pytest.mark.parametrize("provider", ["coingecko", "binance"])
+def test_one_coin_priced_zero_drops_that_coin_not_the_batch(sim: SimulatedExchange, make, caplog,
+                                                           provider: str) -> None:
+    caplog.set_level(logging.WARNING)
+    sim.inject(provider=provider, malformed="one_zero")
+    fetcher, _ = make(sim, providers=(provider,))
+    data = fetcher()
+    rejected = [getattr(r, "fields", {}) for r in caplog.records
+                if getattr(r, "fields", {}).get("event") == "quotes_rejected"]
+    assert len(rejected) == 1 and len(rejected[0]["symbols"]) == 1
+    bad = rejected[0]["symbols"][0]
+    # The others are priced; the bad one is missing, not "unknown"; the provider is fine.
+    assert bad not in data["prices"] and len(data["prices"]) == 4
+    assert f"prices.{bad}" in data["missing"]
+    src = data["sources"][provider]
+    assert "prices" not in src.get("failed", []) and bad not in src.get("unknown", [])
+    fetcher()
+    assert len([r for r in caplog.records if getattr(r, "fields", {}).get("event") == "quotes_rejected"]) == 1

@@ -74,6 +74,7 @@ class Adapter(ABC):
         self.ctx = ctx
         self.url = url
         self.cadence = interval
+        self._rejected: set[str] = set()  # coins the last answer priced impossibly
 
     @classmethod
     def from_settings(cls, ctx: Context, settings: Settings, url: str) -> Adapter:
@@ -122,9 +123,19 @@ class Adapter(ABC):
         """The longest back-off after repeated failures of ``call``."""
         return self.interval(call.endpoint, now)
 
+    def quotes_rejected(self, rejected: dict[str, str]) -> None:
+        """Coins an answer priced impossibly (dropped, the others kept): logged when the set changes."""
+        if set(rejected) != self._rejected:
+            self._rejected = set(rejected)
+            if rejected:
+                log_event(log, "quotes_rejected", logging.WARNING, node=self.ctx.node_id, provider=self.name,
+                          symbols=sorted(rejected), why=[v[:120] for v in rejected.values()])
+
     # --- what an answer means -------------------------------------------------------
     def answered(self, call: Call, value: Any, now: float) -> Any:
         """A good answer's value, as the section keeps it."""
+        if call.part == "prices":
+            self.quotes_rejected(getattr(value, "rejected", {}))
         return value
 
     def failed(self, call: Call, exc: CallFailed, now: float) -> bool:
@@ -223,7 +234,10 @@ class CoinGeckoAdapter(Adapter):
 
     def answered(self, call: Call, value: Any, now: float) -> Any:
         if call.part == "prices":
-            absent = sorted(set(self.ids) - set(value))
+            rejected = getattr(value, "rejected", {})
+            self.quotes_rejected(rejected)
+            # Unknown: left out of the answer; a coin refused for its numbers is listed, not unknown.
+            absent = sorted(set(self.ids) - set(value) - set(rejected))
             self.ctx.budget.put_json("unknown:coingecko", absent or None)
         return value
 

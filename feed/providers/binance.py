@@ -38,7 +38,7 @@ from typing import Any
 
 from feed.providers.indicators import rsi
 from feed.providers.transport import Call
-from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, expect, number
+from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, Quotes, expect, number
 
 __all__ = ["KLINES_LIMIT", "LIVE_URL", "NAME", "QUOTE", "explain", "lookup_call", "pair", "parse_closes",
            "parse_listed", "parse_rsi", "parse_ticker", "rsi_call", "ticker_call"]
@@ -96,23 +96,33 @@ def parse_listed(payload: Any) -> dict[str, str]:
     return out
 
 
-def parse_ticker(payload: Any, wanted: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """``{SYM: {"usd", "change_24h"}}`` for the pairs (``{PAIR: SYM}``) present in the answer."""
+def parse_ticker(payload: Any, wanted: dict[str, str]) -> Quotes:
+    """``{SYM: {"usd", "change_24h"}}`` for the pairs (``{PAIR: SYM}``) present in the answer.
+
+    A pair with impossible numbers (a zero price) is dropped and named in
+    ``rejected``; the others stand. If none stands, the answer is invalid.
+    """
     if isinstance(payload, dict):
         payload = [payload]  # the single-symbol form answers with one object
     expect(payload, list, "ticker/24hr")
-    out: dict[str, dict[str, Any]] = {}
+    out = Quotes()
     for i, item in enumerate(payload):
         expect(item, dict, f"ticker/24hr[{i}]")
         name = expect(item.get("symbol"), str, f"ticker/24hr[{i}].symbol")
         symbol = wanted.get(name)
         if symbol is None:
             continue
-        out[symbol] = {
-            "usd": number(item.get("lastPrice"), f"{name}.lastPrice", PRICE_USD, text=True),
-            "change_24h": number(item.get("priceChangePercent"), f"{name}.priceChangePercent",
-                                 CHANGE_PCT, text=True),
-        }
+        try:
+            out[symbol] = {
+                "usd": number(item.get("lastPrice"), f"{name}.lastPrice", PRICE_USD, text=True),
+                "change_24h": number(item.get("priceChangePercent"), f"{name}.priceChangePercent",
+                                     CHANGE_PCT, text=True),
+            }
+        except InvalidResponse as exc:
+            out.rejected[symbol] = str(exc)
+    if out.rejected and not out:
+        raise InvalidResponse("ticker/24hr: no pair had a valid price: "
+                              + "; ".join(out.rejected.values())[:200])
     return out
 
 

@@ -37,7 +37,17 @@ from functools import partial
 from typing import Any
 
 from feed.providers.transport import Call
-from feed.providers.validate import CAP_USD, CHANGE_PCT, MARKET_CHANGE_PCT, PERCENT, PRICE_USD, expect, number
+from feed.providers.validate import (
+    CAP_USD,
+    CHANGE_PCT,
+    MARKET_CHANGE_PCT,
+    PERCENT,
+    PRICE_USD,
+    InvalidResponse,
+    Quotes,
+    expect,
+    number,
+)
 
 __all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "PRO_URL", "auth", "explain", "global_call", "ids_for",
            "parse_global", "parse_prices", "price_call"]
@@ -115,10 +125,18 @@ def global_call(base_url: str, headers: dict[str, str]) -> Call:
     return Call(NAME, "market", f"{base_url}/api/v3/global", {}, parse_global, explain, headers)
 
 
-def parse_prices(payload: Any, ids: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """``{SYM: {"usd", "change_24h"}}`` for the symbols present in the answer."""
+def parse_prices(payload: Any, ids: dict[str, str]) -> Quotes:
+    """``{SYM: {"usd", "change_24h"}}`` for the symbols present in the answer.
+
+    An error object answered with HTTP 200 is an invalid answer, not an
+    empty one. A coin whose numbers are impossible (a zero price, an absurd
+    change) is dropped and named in ``rejected``; the others stand.
+    """
     expect(payload, dict, "simple/price")
-    out: dict[str, dict[str, Any]] = {}
+    if isinstance(payload.get("status"), dict) or "error" in payload:
+        code, message = explain(200, json.dumps(payload).encode(), "application/json")
+        raise InvalidResponse(f"simple/price: an error answered with HTTP 200 (code {code}): {message[:120]}")
+    out = Quotes()
     for symbol, cid in ids.items():
         entry = payload.get(cid)
         if entry is None:
@@ -126,12 +144,19 @@ def parse_prices(payload: Any, ids: dict[str, str]) -> dict[str, dict[str, Any]]
         expect(entry, dict, f"simple/price.{cid}")
         if "usd" not in entry:
             continue
-        usd = number(entry["usd"], f"simple/price.{cid}.usd", PRICE_USD)
-        change = entry.get("usd_24h_change")
-        # CoinGecko sends null when it has no 24 h history for a coin.
-        if change is not None:
-            change = number(change, f"simple/price.{cid}.usd_24h_change", CHANGE_PCT)
+        try:
+            usd = number(entry["usd"], f"simple/price.{cid}.usd", PRICE_USD)
+            change = entry.get("usd_24h_change")
+            # CoinGecko sends null when it has no 24 h history for a coin.
+            if change is not None:
+                change = number(change, f"simple/price.{cid}.usd_24h_change", CHANGE_PCT)
+        except InvalidResponse as exc:
+            out.rejected[symbol] = str(exc)
+            continue
         out[symbol] = {"usd": usd, "change_24h": change}
+    if out.rejected and not out:
+        raise InvalidResponse("simple/price: no coin had a valid price: "
+                              + "; ".join(out.rejected.values())[:200])
     return out
 
 

@@ -16,9 +16,11 @@ from typing import Any
 __all__ = [
     "CAP_USD",
     "CHANGE_PCT",
+    "MARKET_CHANGE_PCT",
     "PERCENT",
     "PRICE_USD",
     "InvalidResponse",
+    "Quotes",
     "Range",
     "expect",
     "loads_strict",
@@ -61,6 +63,14 @@ _DECIMAL = re.compile(r"-?\d{1,20}(\.\d{1,20})?([eE][-+]?\d{1,3})?")
 
 def _reject_constant(name: str) -> float:
     raise InvalidResponse(f"JSON holds {name}, which is not a number")
+
+
+class Quotes(dict):
+    """Parsed quotes by symbol, and the symbols whose quote was refused (with why)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.rejected: dict[str, str] = {}
 
 
 def loads_strict(body: bytes) -> Any:

@@ -23,7 +23,9 @@ __all__ = ["GLOBAL", "MALFORMED", "PROVIDERS", "FaultBook", "FaultError", "Fault
 #: The scopes a fault can name besides GLOBAL: every URL prefix.
 PROVIDERS = tuple(PREFIXES)
 GLOBAL = "*"
-MALFORMED = ("not_json", "truncated", "wrong_shape", "nan", "negative", "zero", "huge")
+MALFORMED = ("not_json", "truncated", "wrong_shape", "nan", "negative", "zero", "huge",
+             # an error object answered with HTTP 200; one coin's price zero, the rest good
+             "error_200", "one_zero")
 
 
 class FaultError(ValueError):

@@ -390,6 +390,22 @@ _NOT_JSON = (b"<html><head><title>502 Bad Gateway</title></head>"
              b"<body><center><h1>502 Bad Gateway</h1></center></body></html>")
 
 
+def _one_zero(kind: str, payload: Any) -> Any:
+    """``payload`` with the first coin's price zero and everything else as it was."""
+    if kind == "simple_price":
+        for entry in payload.values():
+            if "usd" in entry:
+                entry["usd"] = 0
+                break
+    elif kind == "ticker":
+        items = payload if isinstance(payload, list) else [payload]
+        if items:
+            items[0]["lastPrice"] = "0.00000000"
+    else:
+        return _poison(kind, payload, "zero")
+    return payload
+
+
 def _poison(kind: str, payload: Any, mode: str) -> Any:
     """``payload`` with its key numbers replaced as ``mode`` says."""
     def bad(x: float) -> float:
@@ -426,8 +442,23 @@ def _poison(kind: str, payload: Any, mode: str) -> Any:
     return payload
 
 
+#: Errors some providers answer with HTTP 200 (CoinGecko's status object, Binance's code/msg).
+_ERROR_200 = {
+    "simple_price": {"status": {"error_code": 429, "error_message": "You've exceeded the Rate Limit. "
+                                "Please visit https://www.coingecko.com/en/api/pricing to subscribe to our "
+                                "API plans for higher rate limits."}},
+    "global": {"error": "coin not found"},
+}
+
+
 def malform(kind: str, payload: Any, mode: str) -> tuple[bytes, str]:
     """``(body, content_type)`` of a malformed answer for endpoint ``kind``."""
+    if mode == "error_200":
+        body = _ERROR_200.get(kind, {"code": -1000,
+                                     "msg": "An unknown error occurred while processing the request."})
+        return json.dumps(body).encode(), "application/json"
+    if mode == "one_zero":
+        return json.dumps(_one_zero(kind, payload)).encode(), "application/json"
     if mode == "not_json":
         return _NOT_JSON, "text/html"
     if mode == "truncated":

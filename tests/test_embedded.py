@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+import requests
 
 from feed.redisconn.embedded import RedisNotFound, RedisProcess, find_redis_server
+from feed.simulator.process import SimProcess
 
 
 def test_redis_server_on_path_comes_first() -> None:
@@ -62,3 +65,26 @@ def test_embedded_redis_and_simulator_end_when_the_master_is_killed() -> None:
         assert not alive, f"left running after the master died: {[p.cmdline() for p in alive]}"
     finally:
         master.stop()
+
+
+def test_the_embedded_exchange_accepts_the_service_key_without_holding_it(monkeypatch) -> None:
+    key = "CG-realkey-0123456789abcdef"
+    monkeypatch.setenv("COINGECKO_API_KEY", key)
+    monkeypatch.setenv("FINNHUB_API_KEY", "finnhub-real-0123456789")
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-secret@127.0.0.1:6390/0")
+    sim = SimProcess().start()
+    try:
+        ok = requests.get(f"{sim.url}/coingecko/api/v3/global", headers={"x-cg-demo-api-key": key},
+                          timeout=5)
+        assert ok.status_code == 200  # the service's own key works against it
+        wrong = requests.get(f"{sim.url}/coingecko/api/v3/global",
+                             headers={"x-cg-demo-api-key": key + "x"}, timeout=5)
+        assert wrong.status_code == 401
+        # Nothing it serves, and nothing in its environment, holds a secret.
+        pages = "".join(requests.get(f"{sim.url}{p}", timeout=5).text
+                        for p in ("/_sim/keys", "/_sim/stats"))
+        environ = Path(f"/proc/{sim.proc.pid}/environ").read_bytes().decode("utf-8", "replace")
+        for secret in (key, "finnhub-real-0123456789", "hunter2-secret"):
+            assert secret not in pages and secret not in environ
+    finally:
+        sim.stop()

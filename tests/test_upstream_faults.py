@@ -511,3 +511,13 @@ def test_one_coin_priced_zero_drops_that_coin_not_the_batch(sim: SimulatedExchan
     assert "prices" not in src.get("failed", []) and bad not in src.get("unknown", [])
     fetcher()
     assert len([r for r in caplog.records if getattr(r, "fields", {}).get("event") == "quotes_rejected"]) == 1
+
+
+def test_the_node_header_goes_to_the_simulator_only(sim: SimulatedExchange, make) -> None:
+    # UPSTREAM=sim, but CoinGecko overridden to another host (here a second exchange standing in
+    # for a real one): our node id names a host and a pid, so it goes to SIM_URL's exchange only.
+    with SimulatedExchange(seed=3) as elsewhere:
+        fetcher, _ = make(sim, coingecko_url=f"{elsewhere.url}/coingecko")
+        fetcher()
+        assert set(elsewhere.stats()["by_node"]) == {"unknown"} and elsewhere.stats()["total"] == 2
+    assert set(sim.stats()["by_node"]) == {"node-a"}

@@ -434,8 +434,10 @@ def build_fetcher(settings: Settings, node_id: str, observer: Observer | None = 
         retries=settings.http_retries,
         max_bytes=settings.max_response_bytes,
         observer=observer,
-        # Our node ids are for the simulated exchange, never for a third party.
-        send_node_header=settings.simulated,
+        # Our node ids are for the simulated exchange, never for a third party:
+        # only to URLs under SIM_URL, whatever a per-provider override says.
+        send_node_header=False,
+        node_header_base=settings.sim_url if settings.simulated and settings.sim_url else None,
     )
     log_event(log, "fetcher_ready", node=node_id, upstream=settings.upstream_mode,
               providers=list(plan.providers), symbols=list(settings.symbols),

@@ -179,6 +179,7 @@ class HttpClient:
         observer: Observer | None = None,
         session: requests.Session | None = None,
         send_node_header: bool = True,
+        node_header_base: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         event_class: type = threading.Event,
     ) -> None:
@@ -194,7 +195,12 @@ class HttpClient:
         self.retries = retries
         self.max_bytes = max_bytes
         self.observer: Observer = observer or Quiet()
-        self.session = session or make_session(node_id if send_node_header else None)
+        # Our node id names a host and a pid: it goes to the simulated exchange
+        # only. With ``node_header_base`` set, only to URLs under it (a
+        # per-provider override may point at a real host while UPSTREAM=sim).
+        self.node_header_base = node_header_base.rstrip("/") + "/" if node_header_base else None
+        self.session = session or make_session(
+            node_id if send_node_header and self.node_header_base is None else None)
         self.clock = clock
         self.stats: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
@@ -231,7 +237,10 @@ class HttpClient:
         left = max(MIN_ATTEMPT, deadline - self.clock())
         timeout = (min(self.connect_timeout, left), min(self.read_timeout, left))
         try:
-            response = self.session.get(call.url, params=call.params, headers=call.headers or None,
+            headers = dict(call.headers)
+            if self.node_header_base is not None and call.url.startswith(self.node_header_base):
+                headers[NODE_HEADER] = self.node_id
+            response = self.session.get(call.url, params=call.params, headers=headers or None,
                                         timeout=timeout, stream=True, allow_redirects=False)
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
             raise CallFailed("timeout", _short(exc)) from None

@@ -21,6 +21,7 @@ import threading
 
 from feed.logs import configure_logging, log_event
 from feed.simulator.limits import FIELDS, PRESETS, LimitError, Limits, parse_keys, parse_limits
+from feed.simulator.process import SERVICE_KEY_PLAN, SERVICE_KEY_SHA256
 from feed.simulator.server import SimulatedExchange
 
 __all__ = ["main", "options"]
@@ -113,14 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level.upper())
     demo, pro = list(args.demo_key or ()), list(args.pro_key or ())
     # The exchange an unconfigured Gunicorn master starts accepts the
-    # service's own CoinGecko key (taken from the environment it inherits,
-    # not from the command line, where any local user could read it).
-    own = os.environ.get("COINGECKO_API_KEY")
+    # service's own CoinGecko key by its SHA-256 (feed/simulator/process.py):
+    # it never holds the key itself, so nothing it serves can give it away.
+    digests: dict[str, list[str]] = {}
+    own = os.environ.get(SERVICE_KEY_SHA256)
     if own:
-        (pro if (os.environ.get("COINGECKO_API_PLAN") or "demo").lower() == "pro" else demo).append(own)
+        plan = "pro" if os.environ.get(SERVICE_KEY_PLAN, "demo").lower() == "pro" else "demo"
+        digests[plan] = [own]
     try:
         sim = SimulatedExchange(args.host, args.port, args.seed, limits=limits,
-                                demo_keys=demo, pro_keys=pro).start()
+                                demo_keys=demo, pro_keys=pro, key_digests=digests).start()
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ shares it), Demo and Pro calls per key.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -207,12 +208,17 @@ class Gate:
     """Keys, budgets, bans and the CoinGecko cache of one simulated exchange; thread-safe."""
 
     def __init__(self, limits: Limits | None = None, demo_keys: Iterable[str] = (),
-                 pro_keys: Iterable[str] = (), clock: Callable[[], float] = time.time) -> None:
+                 pro_keys: Iterable[str] = (), clock: Callable[[], float] = time.time, *,
+                 key_digests: Mapping[str, Iterable[str]] | None = None) -> None:
         self.clock = clock
         self._lock = threading.Lock()
         self._limits = limits or Limits()
         self._demo: tuple[str, ...] = ()
         self._pro: tuple[str, ...] = ()
+        # The service's own key, known by its SHA-256 only: accepted, never
+        # stored or shown (the embedded exchange must not hold a real key).
+        digests = key_digests or {}
+        self._digests = {kind: frozenset(digests.get(kind, ())) for kind in ("demo", "pro")}
         self.set_keys(parse_keys({"demo": list(demo_keys), "pro": list(pro_keys)}))
         self.reset()
 
@@ -243,6 +249,10 @@ class Gate:
             if both:
                 raise LimitError(f"a key cannot be both demo and pro: {', '.join(sorted(both))}")
             self._demo, self._pro = tuple(demo), tuple(pro)
+
+    def _known(self, kind: str, key: str) -> bool:
+        plain = self._pro if kind == "pro" else self._demo
+        return key in plain or hashlib.sha256(key.encode()).hexdigest() in self._digests[kind]
 
     def reset(self) -> None:
         """Forget every count, ban, monthly credit used and cached answer."""
@@ -337,12 +347,12 @@ class Gate:
             if pro_host:
                 return Admission(coingecko_error(401, 10002, COINGECKO_KEY_MISSING), "coingecko_401_10002")
             bucket, who, limit = "cg_keyless", ip, limits.coingecko_keyless_per_minute
-        elif key in self._pro:
+        elif self._known("pro", key):
             if not pro_host:
                 return Admission(coingecko_error(400, 10010, COINGECKO_PRO_ON_PUBLIC, top_level=True),
                                  "coingecko_400_10010")
             bucket, who, limit = "cg_pro", key, limits.coingecko_pro_per_minute
-        elif key in self._demo:
+        elif self._known("demo", key):
             if pro_host:
                 return Admission(coingecko_error(400, 10011, COINGECKO_DEMO_ON_PRO, top_level=True),
                                  "coingecko_400_10011")

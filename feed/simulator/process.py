@@ -8,15 +8,39 @@ the parent dies. Standard library only: the master uses it before it forks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 from feed.child_process import spawn
 
-__all__ = ["SimProcess"]
+__all__ = ["SERVICE_KEY_PLAN", "SERVICE_KEY_SHA256", "SimProcess", "simulator_env"]
+
+
+#: How the service's CoinGecko key reaches the simulator: its SHA-256, and its plan.
+SERVICE_KEY_SHA256 = "SIM_SERVICE_KEY_SHA256"
+SERVICE_KEY_PLAN = "SIM_SERVICE_KEY_PLAN"
+# Variables a simulator never inherits: anything named like a secret, and Redis's URL (a password).
+_SECRET_SUFFIXES = ("_KEY", "_SECRET", "_TOKEN", "_PASSWORD")
+
+
+def simulator_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The simulator's environment: ``environ`` without secrets, the CoinGecko key as its digest.
+
+    The exchange the master starts accepts the service's own key (so a keyed
+    configuration runs against it), yet must never hold it: it would be one
+    more process, and one more page (``/_sim/keys``), a key could leak from.
+    """
+    env = {k: v for k, v in environ.items() if not k.endswith(_SECRET_SUFFIXES) and k != "REDIS_URL"}
+    key = environ.get("COINGECKO_API_KEY")
+    if key:
+        env[SERVICE_KEY_SHA256] = hashlib.sha256(key.encode()).hexdigest()
+        env[SERVICE_KEY_PLAN] = (environ.get("COINGECKO_API_PLAN") or "demo").lower()
+    return env
 
 
 class SimProcess:
@@ -29,7 +53,7 @@ class SimProcess:
         self.url: str | None = None
 
     def start(self, timeout: float = 15.0) -> SimProcess:
-        env = dict(os.environ)
+        env = simulator_env(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         # Tied to this process: it ends when the master dies, however it dies.

@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,19 +44,21 @@ class SimulatedExchange:
     random 500s repeat from run to run. ``limits`` switches the real APIs'
     rate limits on (``Limits.real()``; by default only CoinGecko's cache is
     on); ``demo_keys`` and ``pro_keys`` are the CoinGecko keys it accepts
-    (none by default: any key is refused with 10002). ``clock`` (Unix
+    (none by default: any key is refused with 10002); ``key_digests`` the
+    SHA-256 of keys it accepts without holding them (the service's own). ``clock`` (Unix
     seconds) drives the limits, the cache and the price walk: a test's own
     clock makes windows and bans instant.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, seed: int | None = None,
                  *, tick: float = 1.0, limits: Limits | None = None, demo_keys: Iterable[str] = (),
-                 pro_keys: Iterable[str] = (), clock: Callable[[], float] | None = None) -> None:
+                 pro_keys: Iterable[str] = (), clock: Callable[[], float] | None = None,
+                 key_digests: Mapping[str, Iterable[str]] | None = None) -> None:
         self.host = host
         self.port = port
         self.seed = seed
         self.market = Market(seed, tick=tick) if clock is None else Market(seed, tick=tick, clock=clock)
-        self.gate = Gate(limits, demo_keys, pro_keys, clock or time.time)
+        self.gate = Gate(limits, demo_keys, pro_keys, clock or time.time, key_digests=key_digests)
         self.faults = FaultBook(seed)
         self.calls = CallStats()
         self._server: _Server | None = None

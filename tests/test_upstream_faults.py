@@ -521,3 +521,22 @@ def test_the_node_header_goes_to_the_simulator_only(sim: SimulatedExchange, make
         fetcher()
         assert set(elsewhere.stats()["by_node"]) == {"unknown"} and elsewhere.stats()["total"] == 2
     assert set(sim.stats()["by_node"]) == {"node-a"}
+
+
+def test_only_good_answers_cost_a_credit(sim: SimulatedExchange, make) -> None:
+    # A plan of 2 credits a month: two refused calls first, then two good ones. The quota is
+    # reached after the 2nd good answer, not after the 2nd call (CoinGecko's Demo docs: only
+    # successful calls use credits).
+    sim.inject(provider="coingecko", status=500, times=2)
+    fetcher, _ = make(sim, providers=("coingecko",), coingecko_monthly_calls=2, fetch_interval=0.01)
+    seen = []
+    for _ in range(5):
+        try:
+            data = fetcher()
+        except FetchFailed as exc:
+            data = exc.data
+        seen.append(data and data["sources"]["coingecko"].get("error"))
+        time.sleep(0.02)
+    counts = sim.stats()["by_provider_status"]["coingecko"]
+    assert counts == {"500": 2, "200": 2}, counts
+    assert seen[-1] == "quota", seen

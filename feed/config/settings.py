@@ -250,7 +250,8 @@ class Settings:
         "COINGECKO_INTERVAL_SECONDS", 60.0, "how often CoinGecko is called (its prices and market "
         "totals are cached about 60 s for keyless and Demo users)", section="upstream", rule=positive)
     coingecko_monthly_calls: int = setting(
-        "COINGECKO_MONTHLY_CALLS", 0, "the plan's monthly call credits (about 10,000 for Demo): "
+        "COINGECKO_MONTHLY_CALLS", 0, "the plan's monthly call credits (about 10,000 for Demo; a credit is "
+        "a good answer, refused calls are free): "
         "CoinGecko's cadence is stretched so the month's calls fit; 0 = no quota",
         section="upstream", rule=at_least(0), shown="0 (none)")
     binance_url: str | None = setting(

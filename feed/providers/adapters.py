@@ -218,14 +218,15 @@ class CoinGeckoAdapter(Adapter):
         interval = self.cadence
         if self.monthly_calls:
             # Spread what is left of the month's calls over what is left of the month.
-            left = self.monthly_calls - self.ctx.budget.calls(self.name)["month"]
+            left = self.monthly_calls - self.ctx.budget.credits(self.name)["month"]
             per_round = 1 + bool(self.ids)
             if left > 0:
                 interval = max(interval, (month_end(now) - now) / (left / per_round))
         return interval
 
     def refusal(self, now: float) -> CallFailed | None:
-        if self.monthly_calls and self.ctx.budget.calls(self.name)["month"] >= self.monthly_calls:
+        # Only good answers cost a credit (CoinGecko's Demo docs); calls are counted apart.
+        if self.monthly_calls and self.ctx.budget.credits(self.name)["month"] >= self.monthly_calls:
             return CallFailed("quota", f"{self.monthly_calls} calls this month, all used")
         return None
 

@@ -317,12 +317,25 @@ class Budget:
             self._windows = current
             self._pending[provider] += n
 
+    def answered(self, provider: str) -> None:
+        """One more good answer from ``provider`` (what a credit-based plan charges for)."""
+        self.count(credits_of(provider))
+
+    def credits(self, provider: str) -> dict[str, int]:
+        """Good answers from ``provider`` this minute, day and month: the credits a plan counts."""
+        return self.calls(credits_of(provider))
+
     def calls(self, provider: str) -> dict[str, int]:
         """Calls to ``provider`` this minute, day and month (as far as this node knows)."""
         with self._lock:
             current = windows(self.clock())
             return {w: (self.counts.get(w, {}).get(provider, 0) if self._windows.get(w) == name else 0)
                     for w, name in current.items()}
+
+
+def credits_of(provider: str) -> str:
+    """The counter of ``provider``'s good answers, beside its calls in the same windows."""
+    return f"{provider}:ok"
 
 
 def upstream_view(client: redis.Redis, keys: Keys, providers: tuple[str, ...],
@@ -346,10 +359,13 @@ def upstream_view(client: redis.Redis, keys: Keys, providers: tuple[str, ...],
         if block is not None and block.until > now:
             entry["blocked"] = {"for_s": round(block.until - now, 1), "status": block.status,
                                 "outcome": block.outcome, "detail": block.detail, "base_url": block.base}
+        entry["answered"] = {w: counts.get(w, {}).get(credits_of(provider), 0)
+                             for w in ("minute", "day", "month")}
         quota = (quotas or {}).get(provider)
         if quota:
-            entry["monthly_quota"] = {"calls": quota, "used": entry["calls"]["month"],
-                                      "left": max(0, quota - entry["calls"]["month"])}
+            # Plans charge a credit per good answer (CoinGecko's Demo docs): refused calls are free.
+            used = entry["answered"]["month"]
+            entry["monthly_quota"] = {"calls": quota, "used": used, "left": max(0, quota - used)}
         weight = state.get(f"weight:{provider}")
         if weight:
             try:

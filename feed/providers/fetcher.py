@@ -333,6 +333,7 @@ class Fetcher:
         adapter = self.adapters[call.provider]
         budget.count(call.provider)
         if result.error is None:
+            budget.answered(call.provider)
             reply: Reply = result.value
             value = adapter.answered(call, reply.value, now)
             # Prices and the index ETFs come a few per call: each answer adds to the section.

@@ -540,3 +540,57 @@ def test_only_good_answers_cost_a_credit(sim: SimulatedExchange, make) -> None:
     counts = sim.stats()["by_provider_status"]["coingecko"]
     assert counts == {"500": 2, "200": 2}, counts
     assert seen[-1] == "quota", seen
+
+
+def test_the_docs_back_off_table_is_the_code_s() -> None:
+    from pathlib import Path
+
+    from feed.providers.fetcher import BLOCKS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "PROVIDERS.md").read_text()
+    table = doc.split("| outcome | first block | doubling on each incident in a row, up to |", 1)[1]
+    units = {"s": 1, "min": 60, "h": 3600, "day": 86400, "days": 86400}
+
+    def seconds(text: str) -> float:
+        parts = text.split()
+        return sum(float(n) * units[u] for n, u in zip(parts[::2], parts[1::2], strict=True))
+
+    rows = {}
+    for line in table.strip().splitlines()[1:]:
+        if not line.startswith("|"):
+            break
+        outcome, first, longest = (c.strip() for c in line.strip("|").split("|"))
+        rows[outcome.split("`")[1]] = (seconds(first), seconds(longest))
+    assert rows == {k: v for k, v in BLOCKS.items() if k != "quota"}
+
+
+def test_back_off_forgets_after_a_good_answer(sim: SimulatedExchange, make) -> None:
+    # A 403 (no Retry-After) blocks for 10 min; after it ended and a call succeeded, the
+    # next 403 is a first block again, not a doubled one.
+    fetcher, _ = make(sim, providers=("feargreed",))
+    clock = [time.time()]
+    fetcher.budget.clock = lambda: clock[0]
+    fetcher.wall = lambda: clock[0]
+    sim.inject(provider="feargreed", status=403, times=1)
+    with pytest.raises(FetchFailed) as info:
+        fetcher()
+    assert info.value.data is None or info.value.data["sources"]["feargreed"]["blocked_for_s"] == 600.0
+    clock[0] += 601
+    assert fetcher()["sources"]["feargreed"]["ok"] is True
+    clock[0] += 3601
+    sim.inject(provider="feargreed", status=403, times=1)
+    with pytest.raises(FetchFailed):
+        fetcher()
+    assert fetcher.budget.block("feargreed").repeats == 1
+    assert round(fetcher.budget.block("feargreed").until - clock[0]) == 600
+
+
+def test_two_endpoints_refused_in_one_tick_are_one_incident(sim: SimulatedExchange, make, caplog) -> None:
+    # CoinGecko's prices and market both answer 429 without Retry-After: a first block, 60 s, one line.
+    caplog.set_level(logging.WARNING)
+    sim.inject(provider="coingecko", status=429)
+    fetcher, _ = make(sim, providers=("coingecko", "binance"))
+    data = fetcher()
+    assert data["sources"]["coingecko"]["blocked_for_s"] == 60.0
+    blocked = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "upstream_blocked"]
+    assert len(blocked) == 1 and blocked[0].fields["blocked_for_s"] == 60.0

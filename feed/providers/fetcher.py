@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 JOIN_GRACE = 0.5
 # How long a refusal keeps a provider out: (first block, longest), seconds.
 # A 429 or 418 names its own time (Retry-After); these are for when it does not.
+# Each further incident in a row doubles it; a good answer starts it over.
+# docs/PROVIDERS.md's back-off table gives the same numbers (a test reads both).
 BLOCKS = {
     "rate_limited": (60.0, 3600.0),
     "banned": (120.0, 3 * 86400.0 + 3600.0),  # Binance's bans: 2 minutes to 3 days, honoured in full
@@ -334,6 +336,10 @@ class Fetcher:
         budget.count(call.provider)
         if result.error is None:
             budget.answered(call.provider)
+            if budget.block(call.provider) is not None:
+                # A block ended and the next call succeeded: the incident is over, and the
+                # next refusal starts again from its first block length.
+                budget.set_block(call.provider, None)
             reply: Reply = result.value
             value = adapter.answered(call, reply.value, now)
             # Prices and the index ETFs come a few per call: each answer adds to the section.

@@ -25,6 +25,7 @@ def sim() -> Iterator[SimulatedExchange]:
 def fetcher_for(sim: SimulatedExchange, key: str | None, **extra: object):
     settings = Settings(sim_url=sim.url, providers=("coingecko", "coinmarketcap"), symbols=("BTC",),
                         http_retries=0, cmc_api_key=key, coingecko_interval=0.01, cmc_interval=0.01,
+                        coingecko_market_interval=0.01,
                         **extra)
     return build_fetcher(settings, "node-a")
 

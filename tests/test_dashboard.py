@@ -255,7 +255,8 @@ def test_page_reconnects_through_the_proxy_when_its_instance_stops(stack, redis_
 def test_stale_state_from_the_server_and_from_the_page_itself(stack, redis_proc, sim, browser,
                                                              artifacts) -> None:
     (inst,) = start_instances(stack, 1, redis_proc.url, sim.url, workers=1, STALE_AFTER_SECONDS="2",
-                              COINGECKO_INTERVAL_SECONDS="1", FEAR_GREED_INTERVAL_SECONDS="1",
+                              COINGECKO_INTERVAL_SECONDS="1", COINGECKO_MARKET_INTERVAL_SECONDS="1",
+                              FEAR_GREED_INTERVAL_SECONDS="1",
                               RSI_INTERVAL_SECONDS="1", SECTION_MAX_AGE_SECONDS="6")
     page = Dashboard(browser)
     # The page's own threshold, for when no server can tell it.

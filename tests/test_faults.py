@@ -179,6 +179,7 @@ def test_upstream_down_slow_rate_limited_and_garbage_end_to_end(stack, redis_pro
     # so that each fault shows within a few snapshots.
     inst = start(stack, "up", redis_proc.url, sim.url, STALE_AFTER_SECONDS="2",
                  HTTP_READ_TIMEOUT_SECONDS="0.3", HTTP_RETRIES="0", COINGECKO_INTERVAL_SECONDS="0.5",
+                 COINGECKO_MARKET_INTERVAL_SECONDS="0.5",
                  FEAR_GREED_INTERVAL_SECONDS="0.5", SECTION_MAX_AGE_SECONDS="3")
     c = client(stack, inst, "viewer")
     c.wait_snapshots(2)

@@ -30,7 +30,8 @@ SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
 def live_env(sim_url: str, **extra: str) -> dict[str, str]:
     return {"UPSTREAM": "live", "COINGECKO_BASE_URL": f"{sim_url}/coingecko",
             "BINANCE_BASE_URL": f"{sim_url}/binance", "FEAR_GREED_BASE_URL": f"{sim_url}/feargreed",
-            "COINGECKO_INTERVAL_SECONDS": "1", "FEAR_GREED_INTERVAL_SECONDS": "1", **extra}
+            "COINGECKO_INTERVAL_SECONDS": "1", "COINGECKO_MARKET_INTERVAL_SECONDS": "1",
+            "FEAR_GREED_INTERVAL_SECONDS": "1", **extra}
 
 
 def start(stack: ExitStack, n: int, redis_url: str, env: dict[str, str], workers: int = 1) -> list[Instance]:
@@ -156,7 +157,8 @@ def test_unknown_symbols_never_fail_a_batch(stack, redis_proc, sim) -> None:
 
 
 def test_a_provider_keeps_its_own_cadence_through_the_service(stack, redis_proc, sim) -> None:
-    env = live_env(sim.url, COINGECKO_INTERVAL_SECONDS="2", FEAR_GREED_INTERVAL_SECONDS="3600")
+    env = live_env(sim.url, COINGECKO_INTERVAL_SECONDS="2", COINGECKO_MARKET_INTERVAL_SECONDS="2",
+                   FEAR_GREED_INTERVAL_SECONDS="3600")
     (inst,) = start(stack, 1, redis_proc.url, env)
     c = watch(stack, inst, "c")
     c.wait_snapshots(3, 20)

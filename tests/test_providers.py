@@ -30,7 +30,8 @@ PAIRS = {pair(s): s for s in SYMBOLS}
 
 def every_call_due(**kw: object) -> Settings:
     """Settings under which every endpoint is due on every fetch (tests call in a loop)."""
-    base = {"fetch_interval": 0.01, "coingecko_interval": 0.01, "feargreed_interval": 0.01}
+    base = {"fetch_interval": 0.01, "coingecko_interval": 0.01, "coingecko_market_interval": 0.01,
+            "feargreed_interval": 0.01}
     return Settings(**{**base, **kw})
 
 
@@ -327,7 +328,8 @@ def test_full_snapshot_from_the_simulator(sim: SimulatedExchange) -> None:
 
 
 def test_each_endpoint_keeps_its_own_cadence(sim: SimulatedExchange) -> None:
-    s = Settings(sim_url=sim.url, fetch_interval=0.2, coingecko_interval=0.6, feargreed_interval=3600)
+    s = Settings(sim_url=sim.url, fetch_interval=0.2, coingecko_interval=0.6, coingecko_market_interval=0.6,
+                 feargreed_interval=3600)
     fetcher = build_fetcher(s, "node-a")
     try:
         for _ in range(7):
@@ -410,7 +412,7 @@ def test_coingecko_alone_supplies_prices(sim: SimulatedExchange) -> None:
 
 def test_a_monthly_quota_stretches_the_cadence_then_stops_the_calls(sim: SimulatedExchange) -> None:
     s = Settings(sim_url=sim.url, providers=("coingecko",), symbols=("BTC",), fetch_interval=0.01,
-                 coingecko_interval=0.01, coingecko_monthly_calls=6)
+                 coingecko_interval=0.01, coingecko_market_interval=0.01, coingecko_monthly_calls=6)
     fetcher = build_fetcher(s, "node-a")
     try:
         fetcher()

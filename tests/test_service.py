@@ -155,7 +155,8 @@ def test_stuck_and_slow_clients_do_not_delay_others(stack, redis_proc, sim) -> N
                               WS_SEND_TIMEOUT_SECONDS="3",
                               # Every provider on every fetch, and its sections gone a
                               # second after it fails: the feed stops when upstream does.
-                              COINGECKO_INTERVAL_SECONDS="0.2", FEAR_GREED_INTERVAL_SECONDS="0.2",
+                              COINGECKO_INTERVAL_SECONDS="0.2", COINGECKO_MARKET_INTERVAL_SECONDS="0.2",
+                              FEAR_GREED_INTERVAL_SECONDS="0.2",
                               SECTION_MAX_AGE_SECONDS="1")
     fast = [connect(stack, inst.ws_url, f"fast{i}") for i in range(3)]
     # A client that completes the handshake and then never reads a byte.

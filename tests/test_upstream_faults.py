@@ -70,7 +70,8 @@ def make() -> Iterator[Callable[..., tuple[Fetcher, Recorder]]]:
         # Every endpoint due on every fetch: these tests call the fetcher in a loop.
         options: dict[str, object] = {"sim_url": sim.url, "http_retries": 0,
                                       "http_read_timeout": 2.0, "max_response_bytes": 64 * 1024,
-                                      "coingecko_interval": 0.01, "feargreed_interval": 0.01,
+                                      "coingecko_interval": 0.01, "coingecko_market_interval": 0.01,
+                                      "feargreed_interval": 0.01,
                                       "binance_interval": 0.01,
                                       # BTC's daily candles have tests of their own (test_indicators.py).
                                       "rsi_interval": 0, "symbols": ("BTC", "ETH", "SOL", "BNB", "XRP")}
@@ -392,7 +393,7 @@ def test_every_provider_failing_keeps_sections_then_writes_nothing(redis_url: st
     """Nothing vanishes at once: kept sections go out flagged stale, until their maximum age."""
     with SimulatedExchange() as sim:
         s = node_settings(redis_url, sim, step_down_after=0, coingecko_interval=0.2,
-                          feargreed_interval=0.2, section_max_age=1.5)
+                          coingecko_market_interval=0.2, feargreed_interval=0.2, section_max_age=1.5)
         fetcher = build_fetcher(s, "node-w")
         client = connect(redis_url)
         node = FeedNode(s, client, fetch=fetcher, node_id="node-w")
@@ -594,3 +595,21 @@ def test_two_endpoints_refused_in_one_tick_are_one_incident(sim: SimulatedExchan
     assert data["sources"]["coingecko"]["blocked_for_s"] == 60.0
     blocked = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "upstream_blocked"]
     assert len(blocked) == 1 and blocked[0].fields["blocked_for_s"] == 60.0
+
+
+def test_each_coingecko_endpoint_at_its_cache_time(sim: SimulatedExchange) -> None:
+    # Defaults, keyless: /simple/price every 60 s, /global every 10 minutes (CoinGecko's cache times).
+    fetcher = build_fetcher(Settings(sim_url=sim.url, providers=("coingecko",), symbols=("BTC",),
+                                     http_retries=0), "node-a")
+    clock = [time.time()]
+    fetcher.budget.clock = lambda: clock[0]
+    fetcher.wall = lambda: clock[0]
+    try:
+        for _ in range(21):  # twenty minutes, a tick every minute
+            fetcher()
+            clock[0] += 60.5
+    finally:
+        fetcher.close()
+    paths = sim.stats()["by_path"]
+    assert paths["/coingecko/api/v3/simple/price"] == 21
+    assert paths["/coingecko/api/v3/global"] == 3  # at 0, ~10 and ~20 minutes

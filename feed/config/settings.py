@@ -247,8 +247,12 @@ class Settings:
         "`SYMBOL=id` pairs (`SHIB=shiba-inu,PEPE=pepe`); CoinGecko ids are not tickers, so none is "
         "guessed", section="upstream", parser=_ID_PAIRS, rule=_id_pairs, shown="empty")
     coingecko_interval: float = setting(
-        "COINGECKO_INTERVAL_SECONDS", 60.0, "how often CoinGecko is called (its prices and market "
-        "totals are cached about 60 s for keyless and Demo users)", section="upstream", rule=positive)
+        "COINGECKO_INTERVAL_SECONDS", 0.0, "how often CoinGecko's prices (`/simple/price`) are asked "
+        "for; 0: its cache time, 60 s keyless and Demo, 20 s Pro (CoinGecko's changelog, 2025-01-13)",
+        section="upstream", rule=non_negative, shown="0 (60 s, Pro 20 s)")
+    coingecko_market_interval: float = setting(
+        "COINGECKO_MARKET_INTERVAL_SECONDS", 600.0, "how often CoinGecko's market totals (`/global`) are "
+        "asked for: CoinGecko caches them 10 minutes on every plan", section="upstream", rule=positive)
     coingecko_monthly_calls: int = setting(
         "COINGECKO_MONTHLY_CALLS", 0, "the plan's monthly call credits (about 10,000 for Demo; a credit is "
         "a good answer, refused calls are free): "

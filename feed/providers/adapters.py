@@ -37,6 +37,8 @@ __all__ = ["ADAPTERS", "Adapter", "Context", "month_end"]
 log = logging.getLogger(__name__)
 
 WEIGHT_LIMIT = 6000  # Binance's REQUEST_WEIGHT per minute per IP
+# CoinGecko's cache of /simple/price: 60 s keyless and Demo, 20 s on paid plans (changelog, 2025-01-13).
+PRICE_CACHE, PRO_PRICE_CACHE = 60.0, 20.0
 WEIGHT_HEADROOM = 0.9  # past this share of it, wait for the next minute
 LOOKUP_BACKOFF = 60.0  # longest pause between failed lookups, seconds
 
@@ -179,12 +181,14 @@ class CoinGeckoAdapter(Adapter):
     KEY_REFUSED = frozenset({10002, 10010, 10011})
 
     def __init__(self, ctx: Context, url: str, interval: float, *, ids: dict[str, str],
-                 unlisted: tuple[str, ...], headers: dict[str, str], monthly_calls: int) -> None:
+                 unlisted: tuple[str, ...], headers: dict[str, str], monthly_calls: int,
+                 market_interval: float = 600.0) -> None:
         super().__init__(ctx, url, interval)
         self.ids = ids
         self.unlisted = unlisted
         self.headers = headers
         self.monthly_calls = monthly_calls
+        self.market_interval = market_interval
         if unlisted:
             log_event(log, "symbols_unknown", logging.WARNING, node=ctx.node_id, provider=self.name,
                       symbols=list(unlisted),
@@ -195,11 +199,16 @@ class CoinGeckoAdapter(Adapter):
         ids, unlisted = coingecko.ids_for(settings.symbols, settings.coingecko_ids)
         return cls(ctx, url, cls.interval_of(settings), ids=ids, unlisted=tuple(unlisted),
                    headers=coingecko.auth(settings.coingecko_api_plan, settings.coingecko_api_key)[1],
-                   monthly_calls=settings.coingecko_monthly_calls)
+                   monthly_calls=settings.coingecko_monthly_calls,
+                   market_interval=settings.coingecko_market_interval)
 
     @classmethod
     def interval_of(cls, settings: Settings) -> float:
-        return settings.coingecko_interval
+        """The prices' cadence: as set, else CoinGecko's cache time for the plan."""
+        if settings.coingecko_interval:
+            return settings.coingecko_interval
+        pro = bool(settings.coingecko_api_key) and settings.coingecko_api_plan == "pro"
+        return PRO_PRICE_CACHE if pro else PRICE_CACHE
 
     @classmethod
     def live_base(cls, settings: Settings) -> str:
@@ -215,14 +224,25 @@ class CoinGeckoAdapter(Adapter):
         return [*calls, coingecko.global_call(self.url, self.headers)]
 
     def interval(self, endpoint: str, now: float) -> float:
-        interval = self.cadence
-        if self.monthly_calls:
-            # Spread what is left of the month's calls over what is left of the month.
-            left = self.monthly_calls - self.ctx.budget.credits(self.name)["month"]
-            per_round = 1 + bool(self.ids)
-            if left > 0:
-                interval = max(interval, (month_end(now) - now) / (left / per_round))
-        return interval
+        """Each endpoint at CoinGecko's cache time; with a monthly quota, the credits spread.
+
+        The market totals keep their cadence while the credits allow it; the
+        prices get what is left, spread over the rest of the month. When even
+        the totals do not fit, both stretch alike.
+        """
+        own = self.market_interval if endpoint == "coingecko.market" else self.cadence
+        if not self.monthly_calls:
+            return own
+        left = self.monthly_calls - self.ctx.budget.credits(self.name)["month"]
+        if left <= 0:
+            return own  # the quota's block keeps it out
+        remaining = month_end(now) - now
+        market_calls = remaining / self.market_interval
+        if market_calls >= left:  # even the totals do not fit: every endpoint stretches alike
+            return max(own, remaining / (left / (1 + bool(self.ids))))
+        if endpoint == "coingecko.market":
+            return own
+        return max(own, remaining / (left - market_calls))
 
     def refusal(self, now: float) -> CallFailed | None:
         # Only good answers cost a credit (CoinGecko's Demo docs); calls are counted apart.

@@ -28,9 +28,9 @@ from tests.conftest import ROOT, python_env
 TIMEOUT = 5
 # The start of a UTC minute (2027-01-15 08:00:00): fixed windows begin here.
 T0 = 1_800_000_000.0
-# What Binance must list, at least.
+# What Binance must trade, at least (MATIC: listed since the POL migration, not traded).
 BINANCE_BASES = ("BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "DOGE", "TRX", "DOT", "LTC", "AVAX", "LINK",
-                 "SHIB", "MATIC", "UNI", "ATOM", "XLM")
+                 "SHIB", "UNI", "ATOM", "XLM")
 PRICE = "/coingecko/api/v3/simple/price"
 PRO_PRICE = "/coingecko-pro/api/v3/simple/price"
 TICKER = "/binance/api/v3/ticker/24hr"
@@ -150,6 +150,10 @@ def test_unknown_symbols_are_not_priced(sim: SimulatedExchange) -> None:
     every = [item["symbol"] for item in get(sim, TICKER).json()]
     assert {f"{b}USDT" for b in BINANCE_BASES} <= set(every)
     assert "XMRUSDT" not in every and "USDTUSDT" not in every
+    # MATICUSDT after the POL migration: listed with status BREAK, its ticker refused.
+    assert "MATICUSDT" not in every
+    assert (get(sim, TICKER, symbol="MATICUSDT").status_code, "BREAK") == (
+        400, get(sim, "/binance/api/v3/exchangeInfo", symbol="MATICUSDT").json()["symbols"][0]["status"])
     # CoinGecko leaves out ids it does not know; a ticker is not an id.
     body = get(sim, PRICE, ids="bitcoin,foo,shib,shiba-inu,monero,matic-network",
                vs_currencies="usd").json()
@@ -352,7 +356,8 @@ def test_coingecko_answers_are_cached_per_host_and_query(clock: Clock) -> None:
 
 
 def test_coingecko_cache_is_on_by_default() -> None:
-    assert Limits().coingecko_cache_s == 60 and Limits().coingecko_pro_cache_s == 30
+    assert Limits().coingecko_cache_s == 60 and Limits().coingecko_pro_cache_s == 20
+    assert Limits().coingecko_global_cache_s == 600
     assert Limits().coingecko_keyless_per_minute is None and Limits().binance_weight_per_minute is None
     with SimulatedExchange(tick=0.001) as sim:
         first = btc(sim)
@@ -445,7 +450,8 @@ def test_binance_exchange_info(clock: Clock) -> None:
         assert body["rateLimits"] == [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
                                        "intervalNum": 1, "limit": 6000}]
         assert body["exchangeFilters"] == []
-        assert {s["symbol"] for s in body["symbols"]} == {f"{b}USDT" for b in BINANCE_BASES}
+        assert {s["symbol"] for s in body["symbols"]} == {f"{b}USDT" for b in BINANCE_BASES} | {"MATICUSDT"}
+        assert {s["symbol"] for s in body["symbols"] if s["status"] != "TRADING"} == {"MATICUSDT"}
         assert body["symbols"][0] == {"symbol": "BTCUSDT", "status": "TRADING", "baseAsset": "BTC",
                                       "quoteAsset": "USDT"}
         assert [s["symbol"] for s in get(sim, INFO, symbol="SHIBUSDT").json()["symbols"]] == ["SHIBUSDT"]

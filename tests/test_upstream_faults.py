@@ -613,3 +613,13 @@ def test_each_coingecko_endpoint_at_its_cache_time(sim: SimulatedExchange) -> No
     paths = sim.stats()["by_path"]
     assert paths["/coingecko/api/v3/simple/price"] == 21
     assert paths["/coingecko/api/v3/global"] == 3  # at 0, ~10 and ~20 minutes
+
+
+def test_matic_after_the_pol_migration_comes_from_coingecko(sim: SimulatedExchange, make) -> None:
+    # Binance lists MATICUSDT with status BREAK: not asked for on the ticker, named unknown there.
+    fetcher, _ = make(sim, symbols=("BTC", "MATIC"), providers=("binance", "coingecko"))
+    data = fetcher()
+    assert data["sources"]["binance"]["unknown"] == ["MATIC"]
+    assert data["prices"]["MATIC"]["source"] == "simulated:coingecko"
+    assert data["prices"]["BTC"]["source"] == "simulated:binance"
+    assert sim.stats()["by_provider_status"]["binance"].get("400", 0) == 0  # never a -1121 batch

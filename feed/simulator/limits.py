@@ -83,7 +83,8 @@ class Limits:
     coingecko_pro_per_minute: int | None = None  # per Pro key, on /coingecko-pro
     coingecko_demo_monthly: int | None = None  # calls per Demo key per calendar month (UTC)
     coingecko_cache_s: float = 60.0  # /coingecko answers cached this long; 0: no cache
-    coingecko_pro_cache_s: float = 30.0  # the same for /coingecko-pro
+    coingecko_pro_cache_s: float = 20.0  # the same for /coingecko-pro (paid plans: 20 s)
+    coingecko_global_cache_s: float = 600.0  # /global on both hosts: 10 minutes on every plan
     coingecko_retry_after: int | None = None  # Retry-After on CoinGecko's 429s; None: no header
     binance_weight_per_minute: int | None = None  # request weight per client IP
     binance_ban_s: float = 120.0  # the first 418 ban; each further ban doubles, up to 3 days
@@ -121,6 +122,7 @@ FIELDS: dict[str, tuple[bool, float, float, bool]] = {
     "coingecko_demo_monthly": (True, 1, 1_000_000_000, True),
     "coingecko_cache_s": (False, 0, 86_400, False),
     "coingecko_pro_cache_s": (False, 0, 86_400, False),
+    "coingecko_global_cache_s": (False, 0, 86_400, False),
     "coingecko_retry_after": (True, 0, 86_400, True),
     "binance_weight_per_minute": (True, 1, 1_000_000_000, True),
     "binance_ban_s": (False, 0.01, MAX_BAN_S, False),
@@ -232,8 +234,8 @@ class Gate:
         with self._lock:
             old, self._limits = self._limits, limits
             # Entries keep the expiry they were filled with: a new cache length starts afresh.
-            if (old.coingecko_cache_s, old.coingecko_pro_cache_s) != (limits.coingecko_cache_s,
-                                                                       limits.coingecko_pro_cache_s):
+            lengths = ("coingecko_cache_s", "coingecko_pro_cache_s", "coingecko_global_cache_s")
+            if any(getattr(old, f) != getattr(limits, f) for f in lengths):
                 self._cache.clear()
 
     def keys(self) -> dict[str, list[str]]:
@@ -377,6 +379,8 @@ class Gate:
         # The CDN caches per host and query; the key parameters are not part of it.
         params = tuple(sorted((k, tuple(v)) for k, v in query.items() if k not in COINGECKO_KEY_PARAMS))
         cache_s = limits.coingecko_pro_cache_s if pro_host else limits.coingecko_cache_s
+        if path == "/api/v3/global" and cache_s:  # the host's cache is on: /global keeps 10 minutes
+            cache_s = limits.coingecko_global_cache_s
         return Admission(cache_key=(prefix, path, params), cache_s=cache_s)
 
     # --- Binance -----------------------------------------------------------

@@ -26,6 +26,7 @@ class Coin:
     price: float  # starting price in USD, roughly late 2025
     supply: float  # circulating supply
     on_binance: bool = True  # Binance spot lists <SYMBOL>USDT
+    binance_status: str = "TRADING"  # its exchangeInfo status; BREAK: listed, not traded
     volatility: float = 0.0015  # log-price standard deviation per tick (TYPICAL_VOLATILITY)
 
 
@@ -50,7 +51,9 @@ COINS: dict[str, Coin] = {
     "AVAX": Coin("avalanche-2", 14.0, 420_000_000.0),
     "LINK": Coin("chainlink", 13.0, 680_000_000.0),
     "SHIB": Coin("shiba-inu", 0.0000085, 589_000_000_000_000.0),
-    "MATIC": Coin("matic-network", 0.2, 10_000_000_000.0),
+    # Binance stopped trading MATICUSDT at the POL migration (2024-09): still listed in
+    # exchangeInfo, with status BREAK; its ticker answers -1121 here.
+    "MATIC": Coin("matic-network", 0.2, 10_000_000_000.0, binance_status="BREAK"),
     "UNI": Coin("uniswap", 6.0, 630_000_000.0),
     "ATOM": Coin("cosmos", 2.5, 480_000_000.0),
     "XLM": Coin("stellar", 0.25, 32_000_000_000.0),
@@ -153,6 +156,12 @@ class Market:
             return Quote(symbol, walk.price, walk.open, coin.supply)
 
     @staticmethod
+    def binance_status(pair: str) -> str:
+        """``pair``'s exchangeInfo status (``TRADING``, or ``BREAK`` for one no longer traded)."""
+        coin = COINS.get(pair.removesuffix(BINANCE_QUOTE))
+        return coin.binance_status if coin is not None else "TRADING"
+
+    @staticmethod
     def binance_pairs() -> dict[str, str]:
         """``{PAIR: base asset}`` for every pair Binance lists, in listing order."""
         return {f"{s}{BINANCE_QUOTE}": s for s, coin in COINS.items() if coin.on_binance}
@@ -201,6 +210,8 @@ class Market:
 
     def binance_ticker(self, pair: str) -> dict[str, Any]:
         """The 24 h ticker of a listed pair; :class:`UnknownSymbol` for any other."""
+        if self.binance_status(pair) != "TRADING":
+            raise UnknownSymbol(pair)  # not traded any more: the ticker knows it no longer
         base = self.binance_pairs().get(pair)
         if base is None:
             raise UnknownSymbol(pair)

@@ -201,7 +201,8 @@ def _binance_ticker(market: Market, symbols: str | None, symbol: str | None) -> 
     if isinstance(pairs, Answer):
         return pairs
     if pairs is None:  # without a symbol Binance answers for every pair it lists
-        return Answer(200, [market.binance_ticker(p) for p in market.binance_pairs()], "ticker")
+        return Answer(200, [market.binance_ticker(p) for p in market.binance_pairs()
+                            if market.binance_status(p) == "TRADING"], "ticker")
     try:
         items = [market.binance_ticker(p) for p in pairs]
     except UnknownSymbol:
@@ -225,7 +226,8 @@ def _binance_exchange_info(market: Market, symbols: str | None, symbol: str | No
         "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
                         "limit": weight_limit}],
         "exchangeFilters": [],
-        "symbols": [{"symbol": p, "status": "TRADING", "baseAsset": listed[p], "quoteAsset": BINANCE_QUOTE}
+        "symbols": [{"symbol": p, "status": market.binance_status(p), "baseAsset": listed[p],
+                     "quoteAsset": BINANCE_QUOTE}
                     for p in pairs],
     }, "exchange_info")
 

@@ -105,7 +105,9 @@ class Limits:
 PRESETS: dict[str, dict[str, Any]] = {
     "off": {},
     # CoinGecko: keyless 5-15 calls/min depending on load (the low end here), Demo 30/min
-    # (newer docs: 100) and 10,000 calls/month, Pro plans 500/min and up. Binance: 6000 weight/min.
+    # (its docs: "approximately 30", varying with traffic) and 10,000 credits/month, a credit
+    # per successful call (docs.coingecko.com/demo/reference/authentication), Pro plans 500/min
+    # and up. Binance: 6000 weight/min.
     "real": {"coingecko_keyless_per_minute": 5, "coingecko_demo_per_minute": 30,
              "coingecko_pro_per_minute": 500, "coingecko_demo_monthly": 10_000,
              "binance_weight_per_minute": 6000, "finnhub_per_minute": 60,

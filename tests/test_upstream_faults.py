@@ -623,3 +623,13 @@ def test_matic_after_the_pol_migration_comes_from_coingecko(sim: SimulatedExchan
     assert data["prices"]["MATIC"]["source"] == "simulated:coingecko"
     assert data["prices"]["BTC"]["source"] == "simulated:binance"
     assert sim.stats()["by_provider_status"]["binance"].get("400", 0) == 0  # never a -1121 batch
+
+
+def test_a_refusal_stands_when_another_endpoint_answers_in_the_same_tick(sim: SimulatedExchange,
+                                                                          make) -> None:
+    # One 429 (the first call of the tick), the other endpoint answers: CoinGecko stays blocked.
+    sim.inject(provider="coingecko", status=429, times=1)
+    fetcher, _ = make(sim, providers=("coingecko", "binance"))
+    data = fetcher()
+    assert data["sources"]["coingecko"]["blocked_for_s"] == 60.0
+    assert fetcher.blocked_for("coingecko") > 50

@@ -336,9 +336,11 @@ class Fetcher:
         budget.count(call.provider)
         if result.error is None:
             budget.answered(call.provider)
-            if budget.block(call.provider) is not None:
+            ended = budget.block(call.provider)
+            if ended is not None and ended.until <= now:
                 # A block ended and the next call succeeded: the incident is over, and the
-                # next refusal starts again from its first block length.
+                # next refusal starts again from its first block length. (A block another
+                # endpoint earned in this very tick stays.)
                 budget.set_block(call.provider, None)
             reply: Reply = result.value
             value = adapter.answered(call, reply.value, now)

@@ -38,7 +38,16 @@ from typing import Any
 
 from feed.providers.indicators import rsi
 from feed.providers.transport import Call
-from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, Quotes, expect, number
+from feed.providers.validate import (
+    CHANGE_PCT,
+    PRICE_USD,
+    InvalidResponse,
+    Quotes,
+    code_of,
+    error_json,
+    expect,
+    number,
+)
 
 __all__ = ["KLINES_LIMIT", "LIVE_URL", "NAME", "QUOTE", "explain", "lookup_call", "pair", "parse_closes",
            "parse_listed", "parse_rsi", "parse_ticker", "rsi_call", "ticker_call"]
@@ -58,14 +67,11 @@ def pair(symbol: str) -> str:
 
 def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
     """Binance's ``{"code", "msg"}`` error answer."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None, body[:160].decode("utf-8", "replace").strip()
+    obj, text = error_json(body)
+    if text is not None:
+        return None, text
     if isinstance(obj, dict):
-        code = obj.get("code")
-        return (code if isinstance(code, int) and not isinstance(code, bool) else None,
-                str(obj.get("msg", ""))[:240])
+        return code_of(obj.get("code")), str(obj.get("msg", ""))[:240]
     return None, ""
 
 

@@ -45,6 +45,8 @@ from feed.providers.validate import (
     PRICE_USD,
     InvalidResponse,
     Quotes,
+    code_of,
+    error_json,
     expect,
     number,
 )
@@ -92,22 +94,18 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
         text = body.decode("utf-8", "replace")
         return (1020, "blocked by CoinGecko's CDN firewall (error code 1020)") if "1020" in text \
             else (None, "an HTML page (a CDN or proxy in the way)")
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None, body[:160].decode("utf-8", "replace").strip()
+    obj, text = error_json(body)
+    if text is not None:
+        return None, text
     if not isinstance(obj, dict):
         return None, ""
     error = obj.get("error")
     if isinstance(error, dict):  # {"error": {"status": {...}}}, seen on some 401s
         obj = error
-    top = obj.get("error_code")  # beside status on the wrong-host 400s
-    top = top if isinstance(top, int) and not isinstance(top, bool) else None
+    top = code_of(obj.get("error_code"))  # beside status on the wrong-host 400s
     status_obj = obj.get("status")
     if isinstance(status_obj, dict):
-        code = status_obj.get("error_code")
-        code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        return top or code, str(status_obj.get("error_message", ""))[:240]
+        return top or code_of(status_obj.get("error_code")), str(status_obj.get("error_message", ""))[:240]
     if top is not None:
         return top, str(obj.get("error_message") or obj.get("error") or "")[:240]
     return None, str(error)[:240] if error else ""

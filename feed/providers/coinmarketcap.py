@@ -20,11 +20,10 @@ minutes at most: a whole month of CoinGecko failures stays within Basic.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from feed.providers.transport import Call
-from feed.providers.validate import CAP_USD, MARKET_CHANGE_PCT, PERCENT, expect, number
+from feed.providers.validate import CAP_USD, MARKET_CHANGE_PCT, PERCENT, code_of, error_json, expect, number
 
 __all__ = ["LIVE_URL", "NAME", "auth", "explain", "global_call", "parse_global"]
 
@@ -39,15 +38,12 @@ def auth(key: str | None) -> dict[str, str]:
 
 def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
     """CoinMarketCap's ``{"status": {"error_code", "error_message"}}`` answer."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None, body[:160].decode("utf-8", "replace").strip()
+    obj, text = error_json(body)
+    if text is not None:
+        return None, text
     status_obj = obj.get("status") if isinstance(obj, dict) else None
     if isinstance(status_obj, dict):
-        code = status_obj.get("error_code")
-        return (code if isinstance(code, int) and not isinstance(code, bool) else None,
-                str(status_obj.get("error_message") or "")[:240])
+        return code_of(status_obj.get("error_code")), str(status_obj.get("error_message") or "")[:240]
     return None, ""
 
 

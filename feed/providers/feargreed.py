@@ -11,11 +11,10 @@ Documented shape (https://alternative.me/crypto/fear-and-greed-index/#api)::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from feed.providers.transport import Call
-from feed.providers.validate import InvalidResponse, expect
+from feed.providers.validate import InvalidResponse, error_json, expect
 
 __all__ = ["LIVE_URL", "NAME", "explain", "fng_call", "parse_fng"]
 
@@ -25,10 +24,9 @@ LIVE_URL = "https://api.alternative.me"
 
 def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
     """Its answers name errors in ``metadata.error``."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None, body[:160].decode("utf-8", "replace").strip()
+    obj, text = error_json(body)
+    if text is not None:
+        return None, text
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     return None, str(meta.get("error") or "")[:240] if isinstance(meta, dict) else ""
 

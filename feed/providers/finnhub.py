@@ -22,12 +22,11 @@ Three calls every 5 minutes (the original's cache time) is 0.6 a minute.
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
 from feed.providers.transport import Call
-from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, Range, expect, number
+from feed.providers.validate import CHANGE_PCT, PRICE_USD, InvalidResponse, Range, error_json, expect, number
 
 __all__ = ["INDEX_ETFS", "LIVE_URL", "NAME", "auth", "explain", "parse_quote", "quote_call"]
 
@@ -45,10 +44,9 @@ def auth(key: str | None) -> dict[str, str]:
 
 def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
     """Finnhub's ``{"error": text}`` answer (or a plain text one)."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
-        return None, body[:160].decode("utf-8", "replace").strip()
+    obj, text = error_json(body)
+    if text is not None:
+        return None, text
     if isinstance(obj, dict) and obj.get("error"):
         return None, str(obj["error"])[:240]
     return None, ""

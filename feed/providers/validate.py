@@ -22,6 +22,8 @@ __all__ = [
     "InvalidResponse",
     "Quotes",
     "Range",
+    "code_of",
+    "error_json",
     "expect",
     "loads_strict",
     "number",
@@ -63,6 +65,23 @@ _DECIMAL = re.compile(r"-?\d{1,20}(\.\d{1,20})?([eE][-+]?\d{1,3})?")
 
 def _reject_constant(name: str) -> float:
     raise InvalidResponse(f"JSON holds {name}, which is not a number")
+
+
+def error_json(body: bytes) -> tuple[Any, str | None]:
+    """An error answer read for ``explain``: ``(its JSON, None)``, or ``(None, its text)`` when not JSON.
+
+    The text is the body's first 160 characters. A body nested past the
+    parser's limit (``RecursionError``) is text too, never a crash.
+    """
+    try:
+        return json.loads(body), None
+    except (ValueError, RecursionError):
+        return None, body[:160].decode("utf-8", "replace").strip()
+
+
+def code_of(value: Any) -> int | None:
+    """A provider's error code: an integer (never a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Quotes(dict):

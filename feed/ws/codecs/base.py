@@ -9,13 +9,27 @@ once per publish per codec, and sends the same bytes to every client of it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from feed.envelope import Envelope
+from feed.ws.frames import text_frame
 from feed.ws.protocol import Command, CommandError
 
-__all__ = ["Codec", "View"]
+__all__ = ["Codec", "View", "json_frame", "with_id"]
+
+
+def json_frame(obj: dict[str, Any]) -> bytes:
+    """``obj`` as one compact JSON text frame (every codec's replies and notices)."""
+    return text_frame(json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str))
+
+
+def with_id(out: dict[str, Any], request_id: Any) -> dict[str, Any]:
+    """``out`` with the client's ``id`` echoed, when it sent one."""
+    if request_id is not None:
+        out["id"] = request_id
+    return out
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from feed.envelope import Envelope
 from feed.times import iso_utc
-from feed.ws.codecs.base import View
+from feed.ws.codecs.base import View, json_frame, with_id
 from feed.ws.codecs.page_messages import original_command
 from feed.ws.frames import text_frame
 from feed.ws.protocol import OPS, Command, CommandError
@@ -39,9 +39,6 @@ __all__ = ["CODEC", "MarketfeedCodec"]
 # Field order as documented; data last because it is the bulk.
 _ORDER = ("type", "epoch", "seq", "leader", "served_by", "fetched_at", "published_at", "stale", "data")
 
-
-def _frame(obj: dict[str, Any]) -> bytes:
-    return text_frame(json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str))
 
 
 class MarketfeedCodec:
@@ -58,7 +55,7 @@ class MarketfeedCodec:
                                      allow_nan=False))
 
     def stale_notice(self, env: Envelope, served_by: str, age: float) -> bytes:
-        return _frame({"type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": served_by,
+        return json_frame({"type": "stale", "epoch": env.epoch, "seq": env.seq, "served_by": served_by,
                        "fetched_at": iso_utc(env.fetched_at), "age_s": round(age, 1)})
 
     def parse(self, text: str) -> Command:
@@ -92,25 +89,19 @@ class MarketfeedCodec:
         return Command(op, request_id)
 
     def pong(self, request_id: Any, ts: float, served_by: str) -> bytes:
-        return _frame(self._with_id({"type": "pong", "ts": iso_utc(ts), "served_by": served_by}, request_id))
+        return json_frame(with_id({"type": "pong", "ts": iso_utc(ts), "served_by": served_by}, request_id))
 
     def status(self, request_id: Any, status: dict[str, Any]) -> bytes:
-        return _frame(self._with_id({"type": "status", **status}, request_id))
+        return json_frame(with_id({"type": "status", **status}, request_id))
 
     def no_snapshot(self, request_id: Any) -> bytes:
-        return _frame(self._with_id({"type": "error", "error": "no_snapshot",
-                                     "message": "no snapshot yet; one is sent as soon as it exists"},
-                                    request_id))
+        return json_frame(with_id({"type": "error", "error": "no_snapshot",
+                                   "message": "no snapshot yet; one is sent as soon as it exists"},
+                                  request_id))
 
     def error(self, exc: CommandError) -> bytes:
-        return _frame(self._with_id({"type": "error", "error": exc.code, "message": exc.message},
-                                    exc.request_id))
-
-    @staticmethod
-    def _with_id(out: dict[str, Any], request_id: Any) -> dict[str, Any]:
-        if request_id is not None:
-            out["id"] = request_id
-        return out
+        return json_frame(with_id({"type": "error", "error": exc.code, "message": exc.message},
+                                  exc.request_id))
 
 
 #: The one instance: a codec holds no state.

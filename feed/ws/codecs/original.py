@@ -21,22 +21,17 @@ is answered, and none is counted as invalid.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from feed.envelope import Envelope
 from feed.original import market_object
 from feed.times import iso_utc
-from feed.ws.codecs.base import View
+from feed.ws.codecs.base import View, json_frame, with_id
 from feed.ws.codecs.marketfeed import CODEC as MARKETFEED
 from feed.ws.codecs.page_messages import original_command
-from feed.ws.frames import text_frame
 from feed.ws.protocol import Command, CommandError
 
 __all__ = ["CODEC", "OriginalCodec"]
-
-def _frame(obj: dict[str, Any]) -> bytes:
-    return text_frame(json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str))
 
 
 class OriginalCodec:
@@ -55,8 +50,9 @@ class OriginalCodec:
     @staticmethod
     def _update(env: Envelope, stale: bool) -> bytes:
         data = market_object(env)
-        return _frame({"type": "dashboard_update", "data": data, "timestamp": data["timestamp"],
-                       "source": "simulated" if data.get("simulated") else "external_apis", "stale": stale})
+        source = "simulated" if data.get("simulated") else "external_apis"
+        return json_frame({"type": "dashboard_update", "data": data, "timestamp": data["timestamp"],
+                           "source": source, "stale": stale})
 
     def parse(self, text: str) -> Command:
         cmd = original_command(text)
@@ -69,8 +65,8 @@ class OriginalCodec:
                                '{"type": "request_market_data"}', exc.request_id) from None
 
     def pong(self, request_id: Any, ts: float, served_by: str) -> bytes:
-        return _frame(self._with_id({"type": "pong", "timestamp": iso_utc(ts), "served_by": served_by},
-                                    request_id))
+        return json_frame(with_id({"type": "pong", "timestamp": iso_utc(ts), "served_by": served_by},
+                                  request_id))
 
     def status(self, request_id: Any, status: dict[str, Any]) -> bytes:
         return MARKETFEED.status(request_id, status)
@@ -80,12 +76,6 @@ class OriginalCodec:
 
     def error(self, exc: CommandError) -> bytes:
         return MARKETFEED.error(exc)
-
-    @staticmethod
-    def _with_id(out: dict[str, Any], request_id: Any) -> dict[str, Any]:
-        if request_id is not None:
-            out["id"] = request_id
-        return out
 
 
 #: The one instance: a codec holds no state.

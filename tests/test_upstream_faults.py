@@ -179,6 +179,22 @@ def test_one_500_then_retry_succeeds(sim: SimulatedExchange, make) -> None:
     assert {q["source"] for q in data["prices"].values()} == {"simulated:binance"}
 
 
+def test_a_source_that_stays_down_gets_one_probe_per_due_time(sim: SimulatedExchange, make) -> None:
+    # The first failure may be a blip: retried. Once failing, each due time is one call,
+    # so a source that stays down costs what its back-off allows, not three times that.
+    sim.inject(provider="feargreed", status=500)
+    fetcher, _ = make(sim, http_retries=2, providers=("binance", "feargreed"))
+    seen = []
+    for _ in range(3):
+        seen.append(fetcher()["sources"]["feargreed"].get("error"))
+        time.sleep(0.05)  # past the back-off (the cadence here is 0.01 s)
+    assert seen == ["http_error"] * 3
+    assert sim.stats()["by_provider_status"]["feargreed"] == {"500": 3 + 1 + 1}
+    sim.clear_faults()
+    time.sleep(0.05)
+    assert fetcher()["sources"]["feargreed"]["ok"] is True
+
+
 def test_4xx_is_not_retried(sim: SimulatedExchange, make) -> None:
     sim.inject(provider="feargreed", status=404)
     fetcher, _ = make(sim, http_retries=3)

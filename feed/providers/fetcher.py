@@ -309,7 +309,10 @@ class Fetcher:
 
         def work(i: int, call: Call) -> None:
             try:
-                reply = self.client.run(call, deadline)
+                # An endpoint already failing gets one probe per due time, not a burst of
+                # retries: its back-off is what spaces the calls (a half-open breaker).
+                probe = self.budget.failures(call.endpoint) > 0
+                reply = self.client.run(call, deadline, retries=0 if probe else None)
                 results[i] = CallResult(call, value=reply)
             except CallFailed as exc:
                 results[i] = CallResult(call, error=exc)

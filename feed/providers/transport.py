@@ -207,8 +207,12 @@ class HttpClient:
         self._closed = event_class()
 
     # --- calls ----------------------------------------------------------
-    def run(self, call: Call, deadline: float) -> Reply:
-        """The parsed answer to ``call``, or :class:`CallFailed` with the last outcome."""
+    def run(self, call: Call, deadline: float, retries: int | None = None) -> Reply:
+        """The parsed answer to ``call``, or :class:`CallFailed` with the last outcome.
+
+        ``retries`` overrides the client's own for this call (0: a single probe).
+        """
+        retries = self.retries if retries is None else retries
         attempt = 0
         while True:
             started = self.clock()
@@ -221,7 +225,7 @@ class HttpClient:
                           provider=call.provider, part=call.part, outcome=exc.outcome,
                           status=exc.status, code=exc.code, detail=exc.detail, attempt=attempt + 1,
                           seconds=round(seconds, 3), retry_after_s=exc.retry_after)
-                if not exc.retryable or attempt >= self.retries:
+                if not exc.retryable or attempt >= retries:
                     raise
                 pause = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
                 if deadline - self.clock() < pause + MIN_ATTEMPT:

@@ -14,7 +14,14 @@ from feed.config.settings import Settings
 from feed.errors import ConfigError
 from feed.observer import Quiet
 from feed.providers.binance import pair, parse_ticker
-from feed.providers.coingecko import COINGECKO_IDS, auth, ids_for, parse_global, parse_prices
+from feed.providers.coingecko import (
+    COINGECKO_IDS,
+    auth,
+    ids_for,
+    parse_global,
+    parse_prices,
+    rate_limit_reset,
+)
 from feed.providers.feargreed import parse_fng
 from feed.providers.fetcher import base_urls, build_fetcher
 from feed.providers.snapshot import Freshness, Kept, ProviderStatus, assemble
@@ -178,6 +185,18 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_coingecko_rate_limit_reset_forms() -> None:
+    now = 1_753_455_210.0  # 2025-07-25 14:53:30 UTC
+    assert rate_limit_reset({"x-ratelimit-reset": "2025-07-25 14:54:00 +0000"}, now) == 30.0
+    assert rate_limit_reset({"x-ratelimit-reset": "2025-07-25 16:54:00 +0200"}, now) == 30.0
+    # Our clock ahead of CoinGecko's: wait a second, not zero.
+    assert rate_limit_reset({"x-ratelimit-reset": "2025-07-25 14:53:00 +0000"}, now) == 1.0
+    for odd in ("", "soon", "1753455240", "2025-07-25T14:54:00Z", "2025-13-45 99:99:99 +0000",
+                "2025-07-25 14:54:00 +0000; x"):
+        assert rate_limit_reset({"x-ratelimit-reset": odd}, now) is None, odd
+    assert rate_limit_reset({}, now) is None
 
 
 # --- merging ----------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -254,6 +255,24 @@ def test_coingecko_keyless_budget_per_ip_and_429_without_retry_after(clock: Cloc
         r = get(sim, PRICE, ids="bitcoin", vs_currencies="usd")
         assert r.status_code == 429 and r.headers["Retry-After"] == "30"
         assert sim.stats()["limits_applied"] == {"coingecko_429_keyless": 4}
+
+
+def test_a_keyed_coingecko_429_says_when_its_window_ends(clock: Clock) -> None:
+    # As CoinGecko's own (coingecko/coingecko-typescript issue 42): x-ratelimit-* headers,
+    # the reset a wall-clock time, and no Retry-After; a keyless 429 carries none of them.
+    limits = Limits(coingecko_keyless_per_minute=1, coingecko_demo_per_minute=1, window_s=60)
+    with SimulatedExchange(clock=clock, limits=limits, demo_keys=["CG-demo"]) as sim:
+        demo = {"x-cg-demo-api-key": "CG-demo"}
+        assert get(sim, PRICE, headers=demo, ids="bitcoin", vs_currencies="usd").status_code == 200
+        r = get(sim, PRICE, headers=demo, ids="bitcoin", vs_currencies="usd")
+        assert r.status_code == 429 and "Retry-After" not in r.headers
+        assert r.headers["x-ratelimit-limit"] == "1" and r.headers["x-ratelimit-remaining"] == "0"
+        reset = datetime.strptime(r.headers["x-ratelimit-reset"], "%Y-%m-%d %H:%M:%S %z").timestamp()
+        assert clock.now < reset <= clock.now + 61
+        get(sim, PRICE, ids="bitcoin", vs_currencies="usd")
+        keyless = get(sim, PRICE, ids="bitcoin", vs_currencies="usd")
+        assert keyless.status_code == 429
+        assert not {"x-ratelimit-reset", "Retry-After"} & set(keyless.headers)
 
 
 def test_coingecko_keys_hosts_and_their_401s(clock: Clock) -> None:
@@ -559,16 +578,16 @@ def test_limits_control_endpoint(sim: SimulatedExchange) -> None:
     assert shown["limits"] == Limits().to_dict() and shown["keys"] == {"demo": 0, "pro": 0}
     assert set(shown) == {"limits", "keys", "window", "binance_bans", "coingecko_demo_monthly",
                           "cache_entries"}
-    r = requests.post(url, json={"preset": "real", "coingecko_demo_per_minute": 100}, timeout=TIMEOUT)
+    r = requests.post(url, json={"preset": "real", "coingecko_demo_per_minute": 30}, timeout=TIMEOUT)
     assert r.status_code == 200 and r.json()["ok"]
-    assert r.json()["limits"] == Limits.real(coingecko_demo_per_minute=100).to_dict()
-    assert Limits.real().binance_weight_per_minute == 6000 and Limits.real().coingecko_demo_per_minute == 30
+    assert r.json()["limits"] == Limits.real(coingecko_demo_per_minute=30).to_dict()
+    assert Limits.real().binance_weight_per_minute == 6000 and Limits.real().coingecko_demo_per_minute == 100
     assert Limits.real().coingecko_demo_monthly == 10_000
     # Without a preset, the fields given change and the rest stay.
     r = requests.post(url, json={"binance_weight_per_minute": None, "window_s": 2}, timeout=TIMEOUT)
     limits = r.json()["limits"]
     assert limits["binance_weight_per_minute"] is None and limits["window_s"] == 2
-    assert limits["coingecko_demo_per_minute"] == 100
+    assert limits["coingecko_demo_per_minute"] == 30
     get(sim, TICKER, symbol="BTCUSDT")
     assert requests.get(url, timeout=TIMEOUT).json()["window"]["counts"] == {"binance": {"127.0.0.1": 2}}
     reset = requests.post(url + "/reset", timeout=TIMEOUT).json()
@@ -747,7 +766,7 @@ def test_stop_ends_stalls_and_closes_kept_alive_connections() -> None:
 def test_cli_prints_url_and_exits_cleanly_on_signal(sig: signal.Signals) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "feed", "sim", "--port", "0", "--seed", "5", "--limits", "real",
-         "--coingecko-demo-per-minute", "100", "--demo-key", "CG-cli", "--pro-key", "CG-cli-pro"],
+         "--coingecko-demo-per-minute", "30", "--demo-key", "CG-cli", "--pro-key", "CG-cli-pro"],
         cwd=str(ROOT), env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
@@ -762,7 +781,7 @@ def test_cli_prints_url_and_exits_cleanly_on_signal(sig: signal.Signals) -> None
         stats = requests.get(event["url"] + "/_sim/stats", timeout=TIMEOUT).json()
         assert stats["by_node"] == {"cli": 1}
         limits = requests.get(event["url"] + "/_sim/limits", timeout=TIMEOUT).json()["limits"]
-        assert limits == Limits.real(coingecko_demo_per_minute=100).to_dict()
+        assert limits == Limits.real(coingecko_demo_per_minute=30).to_dict()
         keys = requests.get(event["url"] + "/_sim/keys", timeout=TIMEOUT).json()["keys"]
         assert keys == {"demo": ["CG-cli"], "pro": ["CG-cli-pro"]}
         proc.send_signal(sig)

@@ -23,6 +23,7 @@ from feed.providers.budget import RedisBudgetStore
 from feed.providers.fetcher import Fetcher, build_fetcher
 from feed.redisconn.client import connect
 from feed.redisconn.embedded import free_port
+from feed.simulator.limits import Limits
 from feed.simulator.server import SimulatedExchange
 
 # The three that need no key (Finnhub and CoinMarketCap have tests of their own).
@@ -282,6 +283,28 @@ def test_retry_after_honoured_across_fetches(sim: SimulatedExchange, make) -> No
     data = fetcher()
     # The symbol lookup the 429 refused, then the ticker.
     assert data["sources"]["binance"]["ok"] is True and sim_calls(sim, "binance") == 3
+
+
+def test_a_keyed_coingecko_429_waits_until_its_window_resets() -> None:
+    # CoinGecko's keyed 429 has no Retry-After but says when its window ends
+    # (x-ratelimit-reset): the cluster waits until then, not its own 60 s.
+    limits = Limits(coingecko_demo_per_minute=1, window_s=3)
+    with SimulatedExchange(seed=5, limits=limits, demo_keys=["CG-demo"]) as sim:
+        settings = Settings(sim_url=sim.url, coingecko_api_key="CG-demo", providers=("coingecko",),
+                            coingecko_interval=0.01, coingecko_market_interval=0.01, http_retries=0)
+        fetcher = build_fetcher(settings.validate(), "node-a")
+        try:
+            try:
+                data = fetcher()
+            except FetchFailed as exc:
+                data = exc.data
+            assert sim.stats()["limits_applied"] == {"coingecko_429_demo": 1}
+            source = data["sources"]["coingecko"]
+            assert source["error"] == "rate_limited"
+            assert 0 < source["blocked_for_s"] <= 4.5, source  # the window's end, not 60 s
+            wait_until(lambda: fetcher.blocked_for("coingecko") == 0, 10, "the window to reset")
+        finally:
+            fetcher.close()
 
 
 def test_429_without_retry_after_still_backs_off(sim: SimulatedExchange, make) -> None:

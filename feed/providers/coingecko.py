@@ -14,7 +14,10 @@ Documented shapes (https://docs.coingecko.com/reference/simple-price and
 What CoinGecko does that the service must live with:
 
 * keyless access is limited per IP and shared with everyone behind it (a
-  cloud's egress): 429, with no Retry-After promised; a Demo key (header
+  cloud's egress): 429, with no Retry-After promised. A keyed 429 carries
+  ``x-ratelimit-reset: 2025-07-25 14:54:00 +0000`` (when the minute's
+  window ends; coingecko/coingecko-typescript issue 42) and no Retry-After:
+  that time is the wait. A Demo key (header
   ``x-cg-demo-api-key``, on api.coingecko.com) has its own budget, about
   10,000 calls a month; a Pro key goes in ``x-cg-pro-api-key`` to
   pro-api.coingecko.com. A key on the wrong host is 400 with error code
@@ -33,6 +36,9 @@ What CoinGecko does that the service must live with:
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -51,8 +57,8 @@ from feed.providers.validate import (
     number,
 )
 
-__all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "PRO_URL", "auth", "explain", "global_call", "ids_for",
-           "parse_global", "parse_prices", "price_call"]
+__all__ = ["COINGECKO_IDS", "LIVE_URL", "NAME", "PRO_URL", "RESET_FORMAT", "auth", "explain", "global_call",
+           "ids_for", "parse_global", "parse_prices", "price_call", "rate_limit_reset"]
 
 NAME = "coingecko"
 LIVE_URL = "https://api.coingecko.com"
@@ -111,16 +117,37 @@ def explain(status: int, body: bytes, content_type: str) -> tuple[int | None, st
     return None, str(error)[:240] if error else ""
 
 
+RESET_FORMAT = "%Y-%m-%d %H:%M:%S %z"
+_RESET = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} [+-]\d{4}")
+
+
+def rate_limit_reset(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until ``x-ratelimit-reset`` (CoinGecko's wall-clock window end), at least 1.
+
+    None when the header is absent or not in that shape; never negative, so a
+    clock running ahead of CoinGecko's still waits a second rather than not at all.
+    """
+    raw = (headers.get("x-ratelimit-reset") or "").strip()
+    if not _RESET.fullmatch(raw):
+        return None
+    try:
+        when = datetime.strptime(raw, RESET_FORMAT).timestamp()
+    except ValueError:
+        return None
+    return max(1.0, when - now)
+
+
 def price_call(base_url: str, ids: dict[str, str], headers: dict[str, str]) -> Call:
     """``/simple/price`` for the symbols whose ids are known (``{SYM: id}``)."""
     return Call(NAME, "prices", f"{base_url}/api/v3/simple/price",
                 {"ids": ",".join(dict.fromkeys(ids.values())), "vs_currencies": "usd",
                  "include_24hr_change": "true"},
-                partial(parse_prices, ids=ids), explain, headers)
+                partial(parse_prices, ids=ids), explain, headers, rate_limit_reset)
 
 
 def global_call(base_url: str, headers: dict[str, str]) -> Call:
-    return Call(NAME, "market", f"{base_url}/api/v3/global", {}, parse_global, explain, headers)
+    return Call(NAME, "market", f"{base_url}/api/v3/global", {}, parse_global, explain, headers,
+                rate_limit_reset)
 
 
 def parse_prices(payload: Any, ids: dict[str, str]) -> Quotes:

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -61,10 +61,16 @@ CHUNK = 64 * 1024
 ERROR_BODY_BYTES = 4096  # of an error answer, enough for the provider's message
 
 Explain = Callable[[int, bytes, str], "tuple[int | None, str]"]
+# A refusal's own headers -> seconds to wait, for providers that say so without Retry-After.
+WaitHint = Callable[[Mapping[str, str], float], "float | None"]
 
 
 def _no_explanation(status: int, body: bytes, content_type: str) -> tuple[int | None, str]:
     return None, ""
+
+
+def _no_hint(headers: Mapping[str, str], now: float) -> float | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class Call:
     parse: Callable[[Any], Any] = lambda payload: payload
     explain: Explain = _no_explanation
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    wait_hint: WaitHint = _no_hint  # read only when a refusal has no Retry-After
 
     @property
     def endpoint(self) -> str:
@@ -283,9 +290,14 @@ class HttpClient:
         detail = f"HTTP {status}" + (f" {code}" if code is not None else "") \
             + (f": {message}" if message else "")
         outcome = REFUSALS.get(status, "http_error")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if retry_after is None and outcome != "http_error":
+            try:
+                retry_after = call.wait_hint(response.headers, time.time())
+            except Exception:  # noqa: BLE001 - an odd header must not hide the refusal
+                retry_after = None
         return CallFailed(outcome, detail[:300], status=status, code=code, used_weight=weight,
-                          retryable=outcome == "http_error" and status >= 500,
-                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
+                          retryable=outcome == "http_error" and status >= 500, retry_after=retry_after)
 
     def _read_body(self, response: requests.Response, deadline: float, cap: int,
                    truncate: bool = False) -> bytes:

@@ -28,7 +28,7 @@ __all__ = ["main", "options"]
 
 _LIMIT_HELP = {
     "coingecko_keyless_per_minute": "keyless CoinGecko calls per client IP per window (real: 5)",
-    "coingecko_demo_per_minute": "CoinGecko calls per Demo key per window (real: 30)",
+    "coingecko_demo_per_minute": "CoinGecko calls per Demo key per window (real: 100)",
     "coingecko_pro_per_minute": "CoinGecko calls per Pro key per window (real: 500)",
     "coingecko_demo_monthly": "CoinGecko calls per Demo key per month (real: 10000)",
     "coingecko_cache_s": "seconds /coingecko answers are cached; 0: none (default 60)",

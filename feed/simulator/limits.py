@@ -104,11 +104,12 @@ class Limits:
 #: ``preset`` values: the fields they set (the rest keep the defaults).
 PRESETS: dict[str, dict[str, Any]] = {
     "off": {},
-    # CoinGecko: keyless 5-15 calls/min depending on load (the low end here), Demo 30/min
-    # (its docs: "approximately 30", varying with traffic) and 10,000 credits/month, a credit
-    # per successful call (docs.coingecko.com/demo/reference/authentication), Pro plans 500/min
-    # and up. Binance: 6000 weight/min.
-    "real": {"coingecko_keyless_per_minute": 5, "coingecko_demo_per_minute": 30,
+    # CoinGecko: keyless 5-15 calls/min depending on load (the low end here), Demo 100/min
+    # (docs.coingecko.com/docs/errors-and-rate-limits; older pages said "approximately 30")
+    # and 10,000 credits/month, a credit per successful call
+    # (docs.coingecko.com/demo/reference/authentication), Pro plans 500/min and up.
+    # Binance: 6000 weight/min.
+    "real": {"coingecko_keyless_per_minute": 5, "coingecko_demo_per_minute": 100,
              "coingecko_pro_per_minute": 500, "coingecko_demo_monthly": 10_000,
              "binance_weight_per_minute": 6000, "finnhub_per_minute": 60,
              "cmc_per_minute": 30},
@@ -370,9 +371,15 @@ class Gate:
                              "coingecko_429_monthly")
         used = self._count(bucket, who, now, 0)
         if limit is not None and used + 1 > limit:
-            # A refused call does not count: the budget is the calls served.
-            return Admission(coingecko_error(429, 429, COINGECKO_RATE_LIMIT, limits.coingecko_retry_after),
-                             f"coingecko_429_{bucket.removeprefix('cg_')}")
+            # A refused call does not count: the budget is the calls served. A keyed 429
+            # says when its window ends, as CoinGecko's do (no Retry-After unless set).
+            answer = coingecko_error(429, 429, COINGECKO_RATE_LIMIT, limits.coingecko_retry_after)
+            if bucket != "cg_keyless":
+                end = time.gmtime(math.ceil(self._window_end(now)))
+                reset = time.strftime("%Y-%m-%d %H:%M:%S +0000", end)
+                answer.headers.update({"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": "0",
+                                       "x-ratelimit-reset": reset})
+            return Admission(answer, f"coingecko_429_{bucket.removeprefix('cg_')}")
         self._count(bucket, who, now, 1)
         if bucket == "cg_demo":
             self._monthly[(key, month)] = self._monthly.get((key, month), 0) + 1

@@ -8,7 +8,8 @@ Two instances of 2 workers with ``UPSTREAM=live``, every base URL pointed at
 the simulated exchange, which behaves as the real APIs do from a US cloud
 region: Binance refuses with 451 "restricted location", CoinGecko allows a
 keyless IP 10 calls a minute and answers past that with 429 and no
-Retry-After. Default timing: fetch every 5 s, TTL 10 s, CoinGecko every 60 s.
+Retry-After. Default timing: fetch every 5 s, TTL 10 s, CoinGecko's prices every
+60 s (its cache) and `/global` every 10 minutes.
 
 1. One minute of service: Binance is called at most twice after its 451, at
    most one CoinGecko call gets a 429, and every snapshot carries every
@@ -42,7 +43,9 @@ pytestmark = pytest.mark.standin
 
 DEFAULTS = {"FETCH_INTERVAL_SECONDS": "5", "LOCK_TTL_SECONDS": "10", "RENEW_INTERVAL_SECONDS": "3",
             "LEASE_MARGIN_SECONDS": "2", "CACHE_TTL_SECONDS": "10", "REDIS_TIMEOUT_SECONDS": "2",
-            "COINGECKO_INTERVAL_SECONDS": "60", "FEAR_GREED_INTERVAL_SECONDS": "3600"}
+            # The upstream cadences at their defaults (live_env shortens them for the fast tests).
+            "COINGECKO_INTERVAL_SECONDS": "0", "COINGECKO_MARKET_INTERVAL_SECONDS": "600",
+            "FEAR_GREED_INTERVAL_SECONDS": "3600"}
 SYMBOLS = ["BTC", "ETH", "SOL", "BNB", "XRP", "ADA", "LINK"]
 
 

@@ -92,7 +92,10 @@ def test_a_451_from_binance_blocks_it_for_the_whole_cluster(stack, redis_proc, r
             assert binance["ok"] is False and binance["error"] == "restricted"
             assert binance["detail"] == "the provider refuses this region (HTTP 451, code 0)"
             assert binance["blocked_for_s"] > 3000
-    view = insts[0].get("/status").json()["cluster"]["upstream"]["binance"]
+    upstream = insts[0].get("/status").json()["cluster"]["upstream"]
+    # Only the providers that run: Finnhub and CoinMarketCap have no key here.
+    assert set(upstream) == {"coingecko", "binance", "feargreed"}
+    view = upstream["binance"]
     assert view["blocked"]["outcome"] == "restricted" and view["blocked"]["status"] == 451
     # Our node ids go to the simulator only, never to a third party (UPSTREAM=live).
     assert set(sim_stats(sim.url)["by_node"]) == {"unknown"}

@@ -22,6 +22,7 @@ from feed.envelope import EnvelopeError
 from feed.errors import ConfigError
 from feed.keys import Keys
 from feed.providers.budget import upstream_view
+from feed.providers.fetcher import active_providers
 from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import redact_url
 from feed.redisconn.values import text
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(url, settings.redis_timeout)
     while True:
         try:
-            view = cluster_view(client, settings.keys, args.events, settings.providers,
+            view = cluster_view(client, settings.keys, args.events, active_providers(settings),
                                 {"coingecko": settings.coingecko_monthly_calls})
         except redis.RedisError as exc:
             print(f"cannot read the cluster view from {redact_url(url)}: {type(exc).__name__}: {exc}",

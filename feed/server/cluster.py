@@ -20,24 +20,22 @@ from feed.election.lock import read_leadership_log
 from feed.election.presence import live_nodes
 from feed.envelope import EnvelopeError
 from feed.errors import ConfigError
-from feed.keys import Keys
 from feed.providers.budget import upstream_view
 from feed.providers.fetcher import active_providers
-from feed.providers.names import PROVIDER_NAMES
 from feed.redisconn.url import redact_url
 from feed.redisconn.values import text
 
 __all__ = ["cluster_view", "format_view", "main"]
 
 
-def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
-                 providers: tuple[str, ...] = PROVIDER_NAMES,
-                 quotas: dict[str, int] | None = None) -> dict[str, Any]:
+def cluster_view(client: redis.Redis, settings: Settings, events: int = 20) -> dict[str, Any]:
     """Leader, epoch, lock TTL, live nodes, cached snapshot, recent events, upstream budget.
 
-    Raises RedisError; a Redis that refuses ``PUBSUB CHANNELS`` gives
-    ``nodes: None`` and the reason in ``nodes_error``.
+    The budget lists the providers that run (Finnhub and CoinMarketCap only
+    with their keys). Raises RedisError; a Redis that refuses ``PUBSUB
+    CHANNELS`` gives ``nodes: None`` and the reason in ``nodes_error``.
     """
+    keys = settings.keys
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.leader)
     pipe.pttl(keys.leader)
@@ -72,7 +70,8 @@ def cluster_view(client: redis.Redis, keys: Keys, events: int = 20,
         "snapshot": snapshot,
         "leadership_changes_in_history": changes,
         "events": history,
-        "upstream": upstream_view(client, keys, providers, quotas),
+        "upstream": upstream_view(client, keys, active_providers(settings),
+                                  {"coingecko": settings.coingecko_monthly_calls}),
         "keys": {"leader": keys.leader, "epoch": keys.epoch, "data": keys.data,
                  "events": keys.leadership_log, "upstream": keys.upstream},
     }
@@ -137,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(url, settings.redis_timeout)
     while True:
         try:
-            view = cluster_view(client, settings.keys, args.events, active_providers(settings),
-                                {"coingecko": settings.coingecko_monthly_calls})
+            view = cluster_view(client, settings, args.events)
         except redis.RedisError as exc:
             print(f"cannot read the cluster view from {redact_url(url)}: {type(exc).__name__}: {exc}",
                   file=sys.stderr)

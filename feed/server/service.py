@@ -20,7 +20,7 @@ from feed.errors import MarketfeedError
 from feed.logs import log_event, redact_text
 from feed.node.leader import Fetch
 from feed.node.node import FeedNode
-from feed.providers.fetcher import Fetcher, active_providers
+from feed.providers.fetcher import Fetcher
 from feed.redisconn.client import connect
 from feed.redisconn.url import redact_url
 from feed.server.cluster import cluster_view
@@ -153,10 +153,7 @@ class FeedService:
         body: dict[str, Any] = {"this_worker": self.node_status(),
                                 "redis_url": redact_url(self.settings.redis_url)}
         try:
-            # The providers that run: Finnhub and CoinMarketCap only with their keys.
-            body["cluster"] = cluster_view(self.client, self.settings.keys, events,
-                                           active_providers(self.settings),
-                                           {"coingecko": self.settings.coingecko_monthly_calls})
+            body["cluster"] = cluster_view(self.client, self.settings, events)
             return body, True
         except redis.RedisError as exc:
             body["cluster"] = None
